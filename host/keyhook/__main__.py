@@ -1,0 +1,3 @@
+from keyhook.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""The `keyhook` command line: thin commands over the `keyhook` library.
+
+Expected failures raise `KeyhookError`; `main` prints them to stderr with a hint and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from keyhook import KeyhookError, __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="keyhook")
+@click.option(
+    "--radio",
+    envvar="KEYHOOK_RADIO",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Use the virtual radio at PATH (a simulated device) instead of the Bluetooth adapter.",
+)
+@click.pass_context
+def cli(ctx: click.Context, radio: str | None) -> None:
+    """keyhook: secure webhook devices on ESP32 with Bluetooth LE."""
+    ctx.ensure_object(dict)
+    ctx.obj["radio"] = radio
+
+
+def _register() -> None:
+    # Each command lives in its own module under keyhook.commands; one import line per module.
+    # COMMANDS-BEGIN
+    # COMMANDS-END
+    pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        cli.main(args=argv, prog_name="keyhook", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyhookError as e:
+        click.echo(f"error: {e}", err=True)
+        if e.hint:
+            click.echo(f"hint: {e.hint}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(0)
