@@ -1,0 +1,1 @@
+# App layer: the commands a paired app may give.

@@ -1,0 +1,1 @@
+# Engine layer: events -> rules -> requests; fire queue, retries with back-off.

@@ -1,0 +1,1 @@
+# GATT layer: the BLE service over `bluetooth`: advertising, RX/TX, fragments, MTU.

@@ -1,0 +1,11 @@
+# One exception for every refused or failed fire. `code` is stable and machine-readable
+# (tls_untrusted, tls_hostname, tls_expired, tls_not_yet_valid, tls_pin_mismatch,
+# insecure_remote, timeout, connect, dns, token_endpoint, invalid_definition, ...);
+# `message` says what to do. Neither may ever contain a token, header value or body.
+
+
+class FireError(Exception):
+    def __init__(self, code, message=""):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message

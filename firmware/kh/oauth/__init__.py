@@ -1,0 +1,1 @@
+# OAuth layer: token endpoint, access-token cache, refresh-token rotation.
