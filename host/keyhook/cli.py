@@ -31,6 +31,7 @@ def cli(ctx: click.Context, radio: str | None) -> None:
 def _register() -> None:
     # Each command lives in its own module under keyhook.commands; one import line per module.
     # COMMANDS-BEGIN
+    from keyhook.commands import pin; cli.add_command(pin.pin)
     # COMMANDS-END
     pass
 
