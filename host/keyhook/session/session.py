@@ -1,0 +1,158 @@
+"""Forward-secret sessions (PROTOCOL.md sections 4 to 6).
+
+HELLO / HELLO_DEV / HELLO_APP with fresh X25519 keys authenticated by the pairing key, then
+DATA frames carrying JSON requests and responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from keyhook.session import records
+from keyhook.session.errors import (AuthenticationError, ChannelError, ProtocolError, RequestFailed)
+from keyhook.session.frames import FrameOpener, FrameSealer, decode_payload, encode_payload
+from keyhook.session.link import RecordLink
+from keyhook.session.spake2 import confirm_equal, hkdf_sha256, hmac_sha256, sha256
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+TH_LABEL = b"keyhook-session-v1"
+KEYS_INFO = b"keyhook-session-keys-v1"
+HANDSHAKE_TIMEOUT_S = 15.0
+REQUEST_TIMEOUT_S = 30.0
+
+
+def transcript_hash(id_a: bytes, id_b: bytes, e_app: bytes, e_dev: bytes) -> bytes:
+    return sha256(TH_LABEL + records.u8len(id_a) + records.u8len(id_b) + e_app + e_dev)
+
+
+def session_keys(th: bytes, ss: bytes, pk: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(k_enc_a2d, k_mac_a2d, k_enc_d2a, k_mac_d2a)."""
+    okm = hkdf_sha256(ss + pk, th, KEYS_INFO, 128)
+    return okm[0:32], okm[32:64], okm[64:96], okm[96:128]
+
+
+def x25519_public(private: X25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+class Session:
+    """An authenticated, encrypted session with one device.
+
+    `request` sends `{"id": n, "op": op, **fields}` and returns the device's matching response.
+    Any failure (bad frame, device ERROR, time-out) closes the session for good.
+    """
+
+    def __init__(self, link: RecordLink, device_id: str, keys: tuple[bytes, bytes, bytes, bytes]) -> None:
+        self.link = link
+        self.device_id = device_id
+        self._out = FrameSealer(keys[0], keys[1])
+        self._in = FrameOpener(keys[2], keys[3])
+        self._next_id = 1
+        self._lock = asyncio.Lock()
+        self.closed: ChannelError | None = None
+
+    def _fail(self, err: ChannelError) -> ChannelError:
+        self.closed = err
+        self._out = self._in = None  # type: ignore[assignment]  # drop the keys
+        return err
+
+    def close(self) -> None:
+        """Forget the session keys; later requests raise."""
+        if self.closed is None:
+            self._fail(ChannelError("the session is closed", hint="open a new session"))
+
+    async def send_message(self, message: dict) -> None:
+        """Seal one JSON message into a DATA frame and send it (no response awaited)."""
+        self._check_open()
+        payload = encode_payload(message)  # too large: refused before sending; the session stays usable
+        try:
+            record = self._out.seal(payload)
+        except ChannelError as e:
+            raise self._fail(e)
+        await self.link.send(record)
+
+    async def recv_message(self, timeout: float = REQUEST_TIMEOUT_S) -> dict:
+        """Receive and open the next DATA frame."""
+        self._check_open()
+        try:
+            record = await self.link.recv(timeout)
+            records.raise_if_error(record)
+            return decode_payload(self._in.open(record))
+        except ChannelError as e:
+            raise self._fail(e)
+
+    async def request(self, op: str, timeout: float = REQUEST_TIMEOUT_S, **fields) -> dict:
+        """Send one request and return its response (`ok: true`), or raise `RequestFailed`."""
+        async with self._lock:
+            rid = self._next_id
+            self._next_id += 1
+            await self.send_message({"id": rid, "op": op, **fields})
+            while True:
+                response = await self.recv_message(timeout)
+                got = response.get("id")
+                if isinstance(got, int) and got < rid:
+                    log.debug("dropping a late response to request %s", got)
+                    continue
+                if got != rid:
+                    raise self._fail(ProtocolError(f"the device answered request {got!r} while {rid} was pending"))
+                break
+        if response.get("ok") is True:
+            return response
+        raise RequestFailed(op, str(response.get("error", "error")), str(response.get("message", "")), response)
+
+    def _check_open(self) -> None:
+        if self.closed is not None:
+            raise ChannelError("the session is closed: " + str(self.closed), hint="open a new session")
+
+
+async def open_session(link: RecordLink, keystore, device_id: str | None = None,
+                       timeout: float = HANDSHAKE_TIMEOUT_S) -> Session:
+    """Run the handshake with the device on `link` and return the session.
+
+    `device_id`, when given, is the device this app means to talk to; a different device
+    answering is refused. Raises `NotPaired`/`AuthFailed`/`Busy`... from the device, or
+    `AuthenticationError` when the device cannot prove it holds the pairing key.
+    """
+    id_b = records.app_identity(keystore.app_id)
+    ephemeral = X25519PrivateKey.generate()
+    e_app = x25519_public(ephemeral)
+    await link.send(bytes([records.HELLO]) + records.u8len(id_b) + e_app)
+
+    body = records.expect(await link.recv(timeout), records.HELLO_DEV)
+    id_a, off = records.take_u8len(body)
+    dev = records.device_id_of(id_a)
+    if len(body) - off != records.X25519_LEN + records.MAC_LEN:
+        raise ProtocolError("the device sent a HELLO_DEV of the wrong length")
+    e_dev = body[off:off + records.X25519_LEN]
+    mac_d = body[off + records.X25519_LEN:]
+    if device_id is not None and dev != device_id:
+        raise AuthenticationError(f"device {dev} answered where {device_id} was expected",
+                                  hint="connect to the right device")
+    pairing = keystore.get(dev)
+    if pairing is None:
+        from keyhook.session.errors import NotPaired
+        raise NotPaired(f"this app holds no pairing for device {dev}",
+                        hint="pair with the device's setup code first, or ask an admin app to open a pairing window")
+    th = transcript_hash(id_a, id_b, e_app, e_dev)
+    if not confirm_equal(mac_d, hmac_sha256(pairing.key, b"dev" + th)):
+        raise AuthenticationError(
+            f"device {dev} could not prove it holds this app's pairing key",
+            hint="the device may have been reset or the pairing removed: remove the pairing here "
+                 "and pair again; if not, someone may be impersonating the device")
+    try:
+        ss = ephemeral.exchange(X25519PublicKey.from_public_bytes(e_dev))
+    except ValueError as e:  # all-zero shared secret (a low-order point)
+        raise ProtocolError("the device sent a degenerate ephemeral key") from e
+    if ss == bytes(32):
+        raise ProtocolError("the device sent a degenerate ephemeral key")
+    keys = session_keys(th, ss, pairing.key)
+    del ephemeral, ss
+    await link.send(bytes([records.HELLO_APP]) + hmac_sha256(pairing.key, b"app" + th))
+    log.info("session open with device %s", dev)
+    return Session(link, dev, keys)
