@@ -1,8 +1,12 @@
+# Store layer: files on littlefs (the unix port: any mounted VFS), replaced atomically.
 # Atomic file replace: write a temporary file beside the target, then rename over it.
-# littlefs renames atomically, so a power cut leaves exactly the old or the new file.
+# littlefs renames atomically, so a power cut leaves exactly the old or the new file; a cut
+# can leave a stray "<name>.tmp", which the next write truncates and clean_tmp() removes.
 import os
+from micropython import const
 
-_TMP = ".tmp"
+TMP = ".tmp"
+_S_IFDIR = const(0x4000)
 
 
 def read(path):
@@ -14,10 +18,14 @@ def read(path):
 
 
 def write_atomic(path, data):
-    tmp = path + _TMP
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.rename(tmp, path)
+    tmp = path + TMP
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, path)
+    except OSError:
+        remove(tmp)  # best effort: without power it fails too, and clean_tmp() gets it later
+        raise
 
 
 def remove(path):
@@ -36,13 +44,56 @@ def exists(path):
         return False
 
 
+def is_dir(path):
+    try:
+        return bool(os.stat(path)[0] & _S_IFDIR)
+    except OSError:
+        return False
+
+
 def makedirs(path):
     # os.makedirs is not in MicroPython; create each missing level.
-    cur = ""
+    cur = "/" if path.startswith("/") else ""
     for part in path.split("/"):
         if not part:
-            cur = "/" if not cur else cur
             continue
-        cur = cur + part if cur.endswith("/") or not cur else cur + "/" + part
+        cur = cur + part if (not cur or cur.endswith("/")) else cur + "/" + part
         if not exists(cur):
             os.mkdir(cur)
+
+
+def listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def clean_tmp(path):
+    # Remove what an interrupted write_atomic left in the directory `path`.
+    n = 0
+    for name in listdir(path):
+        if name.endswith(TMP) and remove(path + "/" + name):
+            n += 1
+    return n
+
+
+def rmtree(path):
+    # Remove a directory and everything in it (a factory reset); a file is just removed.
+    if is_dir(path):
+        for name in listdir(path):
+            rmtree(path + "/" + name)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+    else:
+        remove(path)
+
+
+def free_bytes(path):
+    try:
+        st = os.statvfs(path)
+        return st[0] * st[3]
+    except OSError:
+        return -1

@@ -1,0 +1,240 @@
+# Rules store: the webhooks this device fires, and the device events that fire them.
+#
+# A rule is one webhook object of shared/spec/webhook-definition.md, keyed by its functionName,
+# with one more top-level key, "events": the events that fire it (default ["trigger"]):
+#   "trigger"            the paired app's `trigger` command may fire it by name
+#   "button:<name>"      a press of the named button          (name: 1-16 of A-Za-z0-9_-)
+#   "finger:<user>"      any recognised finger of that user   (user: 1-32 of A-Za-z0-9_-)
+#   "finger:<user>:<n>"  finger n (0-99) of that user
+# (the grammar of host/keyhook/rules.py). A device event is "button:<name>" or
+# "finger:<user>:<n>"; names_for(event) gives the rules it fires, in the order they are stored.
+#
+# File <root>/rules.jsonl: one rule per line, a small header, a TAB, then the rule as JSON:
+#   {"n": functionName, "e": [events], "l": level, "h": host, "a": auth type, "i": id}<TAB>{rule}
+# json.dumps escapes control characters, so neither part ever holds a TAB or a newline. Reads
+# look at headers only; every change streams the file into rules.jsonl.tmp with the change
+# applied, then renames it over the old file. littlefs renames atomically: after a power cut
+# the store holds exactly the old set or the new one. One line (one rule) is in RAM at a time.
+# Every rule of a put is validated (kh/store/schema.py) before anything is written; a refused
+# put changes nothing.
+import json
+import os
+from micropython import const
+
+from kh import store
+from kh.store import files
+from kh.store.errors import StoreError
+from kh.store.schema import validate
+
+MAX_RULES = const(32)
+_FILE = "rules.jsonl"
+
+
+def _path():
+    return store.path(_FILE)
+
+
+# ---- reading ----
+
+def _lines():
+    # Yields (header, raw line) for every stored rule; the raw line is bytes ending in "\n".
+    try:
+        f = open(_path(), "rb")
+    except OSError:
+        return
+    try:
+        while True:
+            line = f.readline()
+            if not line:
+                break
+            i = line.find(b"\t")
+            if i <= 0:
+                continue  # not a rule line (cannot happen after an atomic write); skipped
+            try:
+                head = json.loads(line[:i])
+            except ValueError:
+                continue
+            yield head, line
+    finally:
+        f.close()
+
+
+def _rule_of(line):
+    return json.loads(memoryview(line)[line.find(b"\t") + 1:])
+
+
+def meta(head):
+    # What `list` shows: no URL path, query, header, body or token.
+    m = {"name": head["n"], "level": head["l"], "host": head["h"], "auth": head["a"], "events": head["e"]}
+    if "i" in head:
+        m["id"] = head["i"]
+    return m
+
+
+def list_meta(start=0, limit=MAX_RULES):
+    out = []
+    k = 0
+    for head, _ in _lines():
+        if k >= start and len(out) < limit:
+            out.append(meta(head))
+        k += 1
+    return out
+
+
+def count():
+    n = 0
+    for _ in _lines():
+        n += 1
+    return n
+
+
+def _find(name):
+    # (header, line) of the named rule, or (None, None); closes the file before returning.
+    it = _lines()
+    try:
+        for head, line in it:
+            if head["n"] == name:
+                return head, line
+    finally:
+        it.close()
+    return None, None
+
+
+def get(name):
+    _, line = _find(name)
+    return None if line is None else _rule_of(line)
+
+
+def names():
+    return [head["n"] for head, _ in _lines()]
+
+
+def _matches(pattern, event):
+    if pattern == event:
+        return True
+    # "finger:<user>" covers every finger of that user: "finger:<user>:<n>".
+    return (pattern.startswith("finger:") and event.startswith(pattern)
+            and event[len(pattern):len(pattern) + 1] == ":" and pattern.count(":") == 1)
+
+
+def names_for(event):
+    # Names of the rules that `event` fires, in stored order.
+    out = []
+    for head, _ in _lines():
+        for p in head["e"]:
+            if _matches(p, event):
+                out.append(head["n"])
+                break
+    return out
+
+
+def triggerable(name):
+    head, _ = _find(name)
+    return head is not None and "trigger" in head["e"]
+
+
+# ---- changing ----
+
+def _write_line(out, head, rule):
+    json.dump(head, out)
+    out.write(b"\t")
+    json.dump(rule, out)
+    out.write(b"\n")
+
+
+def _rewrite(put_heads, put_rules, drop):
+    # Copy the store into the temp file with the change applied, then rename it over the store.
+    # put_heads/put_rules: parallel lists of new rules; drop: names to delete. Returns the
+    # number of stored rules matched by put or drop (replaced or deleted).
+    path = _path()
+    tmp = path + files.TMP
+    by_name = {}
+    for i in range(len(put_heads)):
+        by_name[put_heads[i]["n"]] = i
+    done = bytearray(len(put_heads))
+    matched = 0
+    found = set()
+    n = 0
+    try:
+        with open(tmp, "wb") as out:
+            for head, line in _lines():
+                name = head["n"]
+                i = by_name.get(name)
+                if i is not None:
+                    if not done[i]:
+                        _write_line(out, put_heads[i], put_rules[i])
+                        done[i] = 1
+                        n += 1
+                    matched += 1
+                elif name in drop:
+                    found.add(name)
+                    matched += 1
+                else:
+                    out.write(line)
+                    n += 1
+            for i in range(len(put_heads)):
+                if not done[i]:
+                    _write_line(out, put_heads[i], put_rules[i])
+                    n += 1
+            if n > MAX_RULES:
+                raise StoreError("too_many", "the device holds at most %d rules; this change would "
+                                 "make %d; delete some first" % (MAX_RULES, n))
+            for name in drop:
+                if name not in found:
+                    raise StoreError("not_found", "no rule named %s; `keyhook rules list` shows "
+                                     "the stored ones" % json.dumps(name))
+        os.rename(tmp, path)
+    except StoreError:
+        files.remove(tmp)
+        raise
+    except OSError as e:
+        files.remove(tmp)  # without power this fails too; store.use() clears it at the next boot
+        if e.args and e.args[0] == 28:  # ENOSPC
+            raise StoreError("no_space", "the flash is full; delete some rules or shorten them")
+        raise
+    return matched
+
+
+def put(rules):
+    # Store one rule (a dict) or many (a list), all or none; a rule whose functionName is stored
+    # already is replaced in place. Returns the list of stored names, in the order given.
+    if isinstance(rules, dict):
+        rules = [rules]
+    if not isinstance(rules, list) or not rules:
+        raise StoreError("invalid_rule", "give one rule (an object) or a non-empty list of rules")
+    if len(rules) > MAX_RULES:
+        raise StoreError("too_many", "the device holds at most %d rules; this put has %d" % (MAX_RULES, len(rules)))
+    heads = []
+    seen = set()
+    for r in rules:
+        h = validate(r)
+        if h["n"] in seen:
+            raise StoreError("invalid_rule", "rule %s appears twice; functionName must be unique"
+                             % json.dumps(h["n"]))
+        seen.add(h["n"])
+        if "events" not in r:
+            r["events"] = h["e"]
+        heads.append(h)
+    _rewrite(heads, rules, ())
+    return [h["n"] for h in heads]
+
+
+def delete(names):
+    # Delete one rule (a name) or many (a list of names), all or none: an unknown name changes
+    # nothing and raises not_found.
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not names:
+        raise StoreError("invalid_rule", "give a functionName or a list of them")
+    for n in names:
+        if not isinstance(n, str):
+            raise StoreError("invalid_rule", "a functionName must be a string")
+    drop = set(names)
+    _rewrite([], [], drop)
+    return len(drop)
+
+
+def clear():
+    # Delete every rule (one atomic remove).
+    files.remove(_path())
+    files.remove(_path() + files.TMP)
