@@ -32,6 +32,7 @@ def _register() -> None:
     # Each command lives in its own module under keyhook.commands; one import line per module.
     # COMMANDS-BEGIN
     from keyhook.commands import pin; cli.add_command(pin.pin)
+    from keyhook.commands import qr; cli.add_command(qr.qr)
     # COMMANDS-END
     pass
 
