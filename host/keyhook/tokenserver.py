@@ -1,0 +1,343 @@
+"""A local OAuth 2.0 token endpoint (and a bearer-protected resource) for tests and the demo.
+
+It listens on 127.0.0.1 only, over plain HTTP or, given a certificate chain and key, HTTPS, and
+speaks HTTP/1.1 with keep-alive (the device reuses connections per origin, and a token endpoint
+on the request's own origin shares the connection with the request).
+
+- ``POST`` to the token path (``/oauth2/token``) with a form-encoded ``grant_type=refresh_token``
+  grant (``refresh_token``, optional ``client_id`` and ``scope``) answers
+  ``{access_token, token_type, expires_in?, refresh_token?, scope?}`` (RFC 6749 section 5.1) or
+  an RFC 6749 section 5.2 error.
+- Any other path is a resource that wants ``Authorization: Bearer <an unexpired access token
+  this server issued>``; it answers 200, else 401 with ``WWW-Authenticate`` (RFC 6750).
+
+Modes, switchable at any time between requests: ``rotate`` (every grant issues a new refresh
+token and retires the used one), ``expires_in`` (access-token lifetime; None omits the field),
+``fail`` (``"invalid_grant"``, ``"invalid_client"``, ``"500"`` or ``"garbage"``), and
+:meth:`TokenServer.revoke_access_tokens` (the resource then answers 401, as after a key roll).
+Every request is recorded in :attr:`TokenServer.requests`, every TLS handshake that failed in
+:attr:`TokenServer.handshake_failures`.
+
+Use it as a context manager::
+
+    with TokenServer(refresh_token="rt-0", rotate=True) as ts:
+        ts.token_url, ts.resource_url, ts.requests, ts.current_refresh_token
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import secrets
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from keyhook import KeyhookError
+
+HOST = "127.0.0.1"
+TOKEN_PATH = "/oauth2/token"
+RESOURCE_PATH = "/resource"
+_MAX_BODY = 64 * 1024
+_FAIL_MODES = (None, "invalid_grant", "invalid_client", "500", "garbage")
+
+
+@dataclass
+class Recorded:
+    """One request as the server received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    form: dict[str, str] | None  # the parsed form of a token request, else None
+    status: int = 0              # what the server answered
+    answer: dict | None = None   # the JSON it answered with (token requests)
+    tls: bool = False
+
+    @property
+    def authorization(self) -> str | None:
+        return self.headers.get("authorization")
+
+
+@dataclass
+class _Access:
+    token: str
+    expires_at: float | None  # server clock (time.monotonic); None: never
+
+
+@dataclass
+class TokenServer:
+    """OAuth 2.0 token endpoint plus resource on 127.0.0.1 (see the module docstring).
+
+    Args:
+        refresh_token: the refresh token handed to the device first (in its definition).
+        client_id: when set, grants must carry exactly this ``client_id``.
+        rotate: issue a new refresh token with every grant and retire the used one.
+        expires_in: access-token lifetime in seconds; None leaves ``expires_in`` out.
+        fail: answer every grant with this failure (see the module docstring).
+        certfile: PEM chain (leaf first) to serve HTTPS with; None serves plain HTTP.
+        keyfile: the leaf's private key (PEM).
+        port: TCP port, 0 for an ephemeral one.
+    """
+
+    refresh_token: str = "rt-initial"
+    client_id: str | None = None
+    rotate: bool = False
+    expires_in: int | None = 3600
+    fail: str | None = None
+    certfile: str | Path | None = None
+    keyfile: str | Path | None = None
+    port: int = 0
+    requests: list[Recorded] = field(default_factory=list)
+    handshake_failures: list[str] = field(default_factory=list)
+    issued_refresh_tokens: list[str] = field(default_factory=list)
+    issued_access_tokens: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.fail not in _FAIL_MODES:
+            raise KeyhookError(f"unknown failure mode {self.fail!r}",
+                               hint="use one of: " + ", ".join(str(m) for m in _FAIL_MODES[1:]))
+        self._lock = threading.Lock()
+        self._valid_refresh = {self.refresh_token}
+        self.issued_refresh_tokens.append(self.refresh_token)
+        self._access: dict[str, _Access] = {}
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ssl: ssl.SSLContext | None = None
+        if self.certfile:
+            if not self.keyfile:
+                raise KeyhookError("an HTTPS token server needs the certificate's key",
+                                   hint="pass keyfile= with certfile=")
+            self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._ssl.load_cert_chain(str(self.certfile), str(self.keyfile))
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> TokenServer:
+        """Listen on 127.0.0.1 and serve in a background thread."""
+        self._httpd = _Server((HOST, self.port), _Handler, self)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="tokenserver",
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> TokenServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- addresses --------------------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        scheme = "https" if self._ssl else "http"
+        return f"{scheme}://{HOST}:{self.port}"
+
+    def origin_for(self, host: str) -> str:
+        """The same server under another host name (e.g. ``localhost``: another origin)."""
+        scheme = "https" if self._ssl else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def token_url(self) -> str:
+        return self.origin + TOKEN_PATH
+
+    @property
+    def resource_url(self) -> str:
+        return self.origin + RESOURCE_PATH
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def current_refresh_token(self) -> str:
+        """The newest refresh token issued (the initial one until a rotation)."""
+        return self.issued_refresh_tokens[-1]
+
+    @property
+    def token_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.form is not None]
+
+    @property
+    def resource_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.form is None]
+
+    def revoke_access_tokens(self) -> None:
+        """Invalidate every access token issued so far (the resource answers 401 to them)."""
+        with self._lock:
+            self._access.clear()
+
+    def access_valid(self, token: str) -> bool:
+        with self._lock:
+            a = self._access.get(token)
+            return a is not None and (a.expires_at is None or time.monotonic() < a.expires_at)
+
+    # -- protocol ---------------------------------------------------------------------------
+
+    def _grant(self, form: dict[str, str]) -> tuple[int, dict]:
+        """Answer one token request: (status, JSON document)."""
+        if form.get("grant_type") != "refresh_token":
+            return 400, {"error": "unsupported_grant_type"}
+        if self.fail == "invalid_grant":
+            return 400, {"error": "invalid_grant", "error_description": "refresh token revoked"}
+        if self.fail == "invalid_client":
+            return 401, {"error": "invalid_client"}
+        if self.fail == "500":
+            return 500, {}
+        if self.fail == "garbage":
+            return 200, {"_garbage": True}
+        if self.client_id is not None and form.get("client_id") != self.client_id:
+            return 401, {"error": "invalid_client"}
+        with self._lock:
+            used = form.get("refresh_token", "")
+            if used not in self._valid_refresh:
+                return 400, {"error": "invalid_grant", "error_description": "unknown refresh token"}
+            n = len(self.issued_access_tokens) + 1
+            access = f"at-{n}-{secrets.token_urlsafe(12)}"
+            self.issued_access_tokens.append(access)
+            expires = None if self.expires_in is None else time.monotonic() + self.expires_in
+            self._access[access] = _Access(access, expires)
+            doc: dict = {"access_token": access, "token_type": "Bearer"}
+            if self.expires_in is not None:
+                doc["expires_in"] = self.expires_in
+            if self.rotate:
+                new = f"rt-{len(self.issued_refresh_tokens)}-{secrets.token_urlsafe(12)}"
+                self._valid_refresh.discard(used)
+                self._valid_refresh.add(new)
+                self.issued_refresh_tokens.append(new)
+                doc["refresh_token"] = new
+            if form.get("scope"):
+                doc["scope"] = form["scope"]
+            return 200, doc
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, handler, owner: TokenServer):
+        self.owner = owner
+        super().__init__(address, handler)
+
+    def finish_request(self, request, client_address):
+        # The TLS handshake runs in the connection's own thread, bounded, and a failed one is
+        # recorded (a device that refuses the certificate aborts it).
+        ctx = self.owner._ssl
+        if ctx is not None:
+            request.settimeout(10)
+            try:
+                request = ctx.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                self.owner.handshake_failures.append(type(e).__name__ + ": " + str(e)[:200])
+                return
+        super().finish_request(request, client_address)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "keyhook-tokenserver"
+    timeout = 10
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet: requests hold secrets
+        pass
+
+    def _read_body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(min(n, _MAX_BODY)) if n > 0 else b""
+
+    def _send(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _record(self, body: bytes, form: dict | None) -> Recorded:
+        rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
+                       body, form, tls=isinstance(self.connection, ssl.SSLSocket))
+        self.server.owner.requests.append(rec)
+        return rec
+
+    def _handle(self) -> None:
+        owner: TokenServer = self.server.owner
+        body = self._read_body()
+        if self.command == "POST" and self.path.split("?")[0] == TOKEN_PATH:
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            try:
+                form = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True,
+                                                      strict_parsing=bool(body)).items()}
+            except (UnicodeDecodeError, ValueError):
+                form = {}
+            rec = self._record(body, form)
+            if ctype != "application/x-www-form-urlencoded":
+                status, doc = 400, {"error": "invalid_request",
+                                    "error_description": "form-encoded body expected"}
+            else:
+                status, doc = owner._grant(form)
+            rec.status, rec.answer = status, doc
+            if status == 500:
+                self._send(500, b"internal error", "text/plain")
+            elif doc.get("_garbage"):
+                self._send(200, b"<html>not json</html>", "text/html")
+            else:
+                self._send(status, json.dumps(doc).encode(), "application/json")
+            return
+        rec = self._record(body, None)
+        auth = self.headers.get("Authorization") or ""
+        token = auth[7:] if auth[:7].lower() == "bearer " else ""
+        if token and owner.access_valid(token):
+            rec.status = 200
+            self._send(200, b'{"ok": true}', "application/json")
+        else:
+            rec.status = 401
+            self._send(401, b'{"error": "invalid_token"}', "application/json",
+                       {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+def _main() -> None:
+    """Serve from the command line: ``python -m keyhook.tokenserver [--rotate] ...``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m keyhook.tokenserver", description=__doc__.split("\n")[0])
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--cert", help="PEM chain, leaf first (serves HTTPS)")
+    p.add_argument("--key", help="the leaf's private key (PEM)")
+    p.add_argument("--refresh-token", default="rt-initial")
+    p.add_argument("--client-id")
+    p.add_argument("--rotate", action="store_true")
+    p.add_argument("--expires-in", type=int, default=3600)
+    p.add_argument("--fail", choices=[m for m in _FAIL_MODES if m])
+    a = p.parse_args()
+    ts = TokenServer(refresh_token=a.refresh_token, client_id=a.client_id, rotate=a.rotate,
+                     expires_in=a.expires_in, fail=a.fail, certfile=a.cert, keyfile=a.key, port=a.port)
+    with ts:
+        print(json.dumps({"token_url": ts.token_url, "resource_url": ts.resource_url}), flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    _main()
