@@ -1,0 +1,123 @@
+# DATA frames (PROTOCOL.md section 5): AES-256-CTR then HMAC-SHA256 over 0x20 || ctr || C,
+# one key pair and one 64-bit counter per direction; payload = flags(1) || body, body JSON,
+# zlib-compressed (flag bit 0) when that is shorter.
+import io
+import json
+
+from micropython import const
+
+from kh.crypto import ct
+from kh.crypto.aesctr import AesCtr
+from kh.crypto.hmac import Hmac
+from kh.session import errors
+from kh.session.errors import ChannelError
+
+try:
+    import deflate
+except ImportError:
+    deflate = None
+
+DATA = const(0x20)
+MAX_RECORD = const(8256)
+MAX_PAYLOAD = const(8192)
+_TAG = const(32)
+_MIN_FRAME = const(42)  # type, ctr(8), flags(1), tag(32)
+_ZLIB_WBITS = const(13)  # 8 KiB window: enough for any body of MAX_PAYLOAD bytes
+_CTR_LIMIT = 1 << 64
+
+
+class Direction:
+    # one direction of a session: its keys and its counter
+    def __init__(self, k_enc, k_mac):
+        self._aes = AesCtr(k_enc)
+        self._mac = Hmac(k_mac)
+        self.ctr = 0
+
+    def seal(self, payload):
+        ctr = self.ctr
+        if ctr >= _CTR_LIMIT - 1:
+            raise ChannelError(errors.INTERNAL, "counter exhausted")
+        head = bytes((DATA,)) + ctr.to_bytes(8, "big")
+        c = self._aes.xor(ctr, payload)
+        tag = self._mac.digest(head, c)
+        self.ctr = ctr + 1
+        return head + c + tag
+
+    # a DATA record -> the plaintext payload; ChannelError(bad_frame) on any mismatch, before
+    # anything is decrypted
+    def open(self, record, max_record=MAX_RECORD):
+        n = len(record)
+        if n < _MIN_FRAME or record[0] != DATA:
+            raise ChannelError(errors.BAD_FRAME, "frame too short")
+        if n > max_record:
+            raise ChannelError(errors.TOO_LARGE, "frame too large")
+        mv = memoryview(record)
+        tag = self._mac.digest(mv[: n - _TAG])
+        if not ct.equal(tag, mv[n - _TAG :]):
+            raise ChannelError(errors.BAD_FRAME, "frame authentication failed")
+        ctr = int.from_bytes(mv[1:9], "big")
+        if ctr != self.ctr:
+            raise ChannelError(errors.BAD_FRAME, "frame out of sequence")
+        self.ctr = ctr + 1
+        return self._aes.xor(ctr, mv[9 : n - _TAG])
+
+
+def _inflate(body, limit):
+    src = io.BytesIO(body)
+    try:
+        out = deflate.DeflateIO(src, deflate.ZLIB, _ZLIB_WBITS).read(limit + 1)
+    except MemoryError:
+        raise
+    except Exception:
+        raise ChannelError(errors.BAD_FRAME, "bad zlib stream")
+    if len(out) > limit:
+        raise ChannelError(errors.TOO_LARGE, "payload over %d bytes" % limit)
+    if src.read(1):
+        raise ChannelError(errors.BAD_FRAME, "data after the zlib stream")
+    return out
+
+
+def _deflate(body):
+    # None where this build cannot compress (the unix and ESP32 ports read zlib only)
+    if deflate is None:
+        return None
+    try:
+        dst = io.BytesIO()
+        d = deflate.DeflateIO(dst, deflate.ZLIB, _ZLIB_WBITS)
+        d.write(body)
+        d.close()
+        return dst.getvalue()
+    except (AttributeError, OSError):
+        return None
+
+
+def decode_payload(p, limit=MAX_PAYLOAD):
+    if len(p) < 1:
+        raise ChannelError(errors.BAD_FRAME, "empty payload")
+    flags = p[0]
+    if flags & 0xFE:
+        raise ChannelError(errors.BAD_FRAME, "unknown payload flags")
+    body = memoryview(p)[1:]
+    if flags & 1:
+        body = _inflate(body, limit)
+    elif len(body) > limit:
+        raise ChannelError(errors.TOO_LARGE, "payload over %d bytes" % limit)
+    try:
+        msg = json.loads(bytes(body).decode("utf-8"))
+    except MemoryError:
+        raise
+    except Exception:  # hostile input: ValueError, UnicodeError, and whatever json meets
+        raise ChannelError(errors.BAD_FRAME, "payload is not UTF-8 JSON")
+    if not isinstance(msg, dict):
+        raise ChannelError(errors.BAD_FRAME, "payload is not a JSON object")
+    return msg
+
+
+def encode_payload(obj, limit=MAX_PAYLOAD):
+    body = json.dumps(obj).encode()
+    if len(body) > limit:
+        raise ValueError("payload over %d bytes" % limit)
+    z = _deflate(body) if len(body) > 64 else None
+    if z is not None and len(z) < len(body):
+        return b"\x01" + z
+    return b"\x00" + body
