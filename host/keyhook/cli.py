@@ -33,6 +33,11 @@ def _register() -> None:
     # COMMANDS-BEGIN
     from keyhook.commands import pin; cli.add_command(pin.pin)
     from keyhook.commands import qr; cli.add_command(qr.qr)
+    from keyhook.commands import build; cli.add_command(build.build)
+    from keyhook.commands import image; cli.add_command(image.image)
+    from keyhook.commands import flash; cli.add_command(flash.flash)
+    from keyhook.commands import deploy; cli.add_command(deploy.deploy)
+    from keyhook.commands import console; cli.add_command(console.console)
     # COMMANDS-END
     pass
 

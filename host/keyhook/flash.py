@@ -1,0 +1,236 @@
+"""`keyhook flash`: write an image to a board through esptool's Python API.
+
+Everything goes through `esptool.cmds` (`detect_chip`, `run_stub`, `attach_flash`,
+`detect_flash_size`, `erase_flash`, `write_flash`, `reset_chip`) inside `with detect_chip(...)`,
+never through esptool's stdout or `ESPLoader` internals. esptool's messages and progress reach
+the user through a logger installed for the duration of the call (`EsptoolLog`), which a
+caller (or a test) can replace with its own.
+
+Checks before a byte is written: the port exists and is free; the chip esptool finds is the
+board's chip (an ESP32-S2 or ESP8266 is refused: no BLE); the module's flash size matches the
+layout of the littlefs image (MicroPython sizes its "vfs" partition from the real flash, and
+littlefs refuses to mount an image made for another size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from keyhook import KeyhookError, serialport
+from keyhook.boards import NO_BLE_CHIPS, SUPPORTED, Board, parse_size, size_name
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+DEFAULT_BAUD = 460800
+DOWNLOAD_MODE_HINT = ("hold the BOOT button, press and release RESET (EN), release BOOT, then try again; "
+                      "or try a lower --baud, or another USB cable (some carry power only)")
+
+
+def chip_key(name: str) -> str:
+    """esptool's CHIP_NAME ("ESP32-S3") as a board chip name ("esp32s3")."""
+    return name.lower().replace("-", "").replace("(", "").replace(")", "").replace(" ", "")
+
+
+class EsptoolLog:
+    """An esptool logger (its documented "custom logger" interface) that forwards to callbacks.
+
+    `on_line(text)` receives every message; `on_progress(done, total, label)` every progress
+    step of `write_flash` and `erase_flash`.
+    """
+
+    def __init__(self, on_line: Callable[[str], None] | None = None,
+                 on_progress: Callable[[int, int, str], None] | None = None) -> None:
+        self.on_line = on_line or (lambda s: None)
+        self.on_progress = on_progress or (lambda d, t, label: None)
+        self.lines: list[str] = []
+
+    def _emit(self, text: str) -> None:
+        text = text.rstrip()
+        if text:
+            self.lines.append(text)
+            self.on_line(text)
+
+    def template(self):
+        """An instance of esptool's `TemplateLogger` bound to this object."""
+        from esptool.logger import TemplateLogger
+
+        outer = self
+
+        class _Logger(TemplateLogger):
+            def print(self, *args, **kwargs):
+                outer._emit(kwargs.get("sep", " ").join(str(a) for a in args))
+
+            def note(self, message):
+                outer._emit(f"note: {message}")
+
+            def warning(self, message):
+                outer._emit(f"warning: {message}")
+
+            def error(self, message):
+                outer._emit(f"error: {message}")
+
+            def stage(self, finish=False):
+                pass
+
+            def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
+                outer.on_progress(int(cur_iter), int(total_iters), str(prefix).strip())
+
+            def set_verbosity(self, verbosity):
+                pass
+
+        return _Logger()
+
+
+@contextlib.contextmanager
+def esptool_logging(sink: EsptoolLog | None) -> Iterator[None]:
+    """Route esptool's output to `sink` for the duration of the block."""
+    if sink is None:
+        yield
+        return
+    from esp_pylib.logger import EspLog
+    from esptool.logger import log as esplog
+
+    previous = EspLog.instance
+    esplog.set_logger(sink.template())
+    try:
+        yield
+    finally:
+        EspLog.instance = previous
+
+
+def _fatal(e: Exception, port: str) -> KeyhookError:
+    text = str(e).strip()
+    if "Could not open" in text:
+        return serialport.classify(port, e)
+    if "Failed to connect" in text or "No serial data received" in text or "Wrong boot mode" in text:
+        return KeyhookError(f"the board on {port} does not answer esptool: {text.splitlines()[0]}",
+                            hint=DOWNLOAD_MODE_HINT)
+    return KeyhookError(f"esptool: {text.splitlines()[0] if text else type(e).__name__}", hint=DOWNLOAD_MODE_HINT)
+
+
+def check_chip(board: Board, found: str) -> None:
+    """Stop unless the chip esptool found is the board's chip."""
+    key = chip_key(found)
+    if key == board.chip:
+        return
+    if key in NO_BLE_CHIPS:
+        raise KeyhookError(
+            f"the board on this port is an {found}, which has no Bluetooth LE; keyhook needs BLE",
+            hint=f"use a board with an ESP32, ESP32-S3 or ESP32-C3 ({', '.join(SUPPORTED)})")
+    match = {"esp32": "ESP32_GENERIC", "esp32s3": "ESP32_GENERIC_S3", "esp32c3": "ESP32_GENERIC_C3"}.get(key)
+    raise KeyhookError(
+        f"the board on this port is an {found}, but --board {board.name} is for an {board.chip}",
+        hint=f"use --board {match}" if match else f"keyhook has no board definition for the {found}")
+
+
+def check_flash_size(board: Board, detected: str | None, expected: int | None) -> None:
+    """Stop when the module's flash size differs from the one the image was laid out for."""
+    if not detected:
+        return  # esptool could not tell (some flash chips); trust the user
+    want = expected or board.flash_size
+    got = parse_size(detected)
+    if got != want:
+        raise KeyhookError(
+            f"this module has {size_name(got)} of flash, the image is laid out for {size_name(want)}: "
+            f"MicroPython would find the file system the wrong size and not mount it",
+            hint=f"build the image again with --flash-size {size_name(got)}")
+
+
+@dataclass
+class FlashReport:
+    """What `flash` did."""
+
+    port: str
+    chip: str
+    flash_size: str | None
+    offset: int
+    size: int
+    erased: bool
+
+
+@contextlib.contextmanager
+def connect(board: Board, port: str, baud: int = DEFAULT_BAUD, sink: EsptoolLog | None = None,
+            connect_attempts: int = 7) -> Iterator[object]:
+    """Connect to the board on `port` with esptool, check its chip, load the stub, attach flash.
+
+    Yields esptool's loader object, to pass to other `esptool.cmds` functions.
+    """
+    from esptool.cmds import attach_flash, detect_chip, run_stub
+    from esptool.util import FatalError
+
+    if board.simulated:
+        raise KeyhookError(f"board {board.name} is simulated: there is nothing to flash",
+                           hint="pick a real board, e.g. --board ESP32_GENERIC")
+    serialport.check(port)
+    with esptool_logging(sink):
+        try:
+            with detect_chip(port, baud, connect_attempts=connect_attempts) as esp:
+                check_chip(board, esp.CHIP_NAME)
+                esp = run_stub(esp)
+                attach_flash(esp)
+                yield esp
+        except FatalError as e:
+            raise _fatal(e, port) from None
+        except OSError as e:  # the port vanished (board unplugged) mid-way
+            raise serialport.classify(port, e) from None
+
+
+def flash(board: Board, port: str, image: bytes, *, erase: bool = False, baud: int = DEFAULT_BAUD,
+          flash_size: int | None = None, sink: EsptoolLog | None = None) -> FlashReport:
+    """Write a merged image (starting at the board's image offset) to the board and reset it.
+
+    Args:
+        board: the board definition; the chip found must be its chip.
+        port: serial port.
+        image: bytes to write at `board.image_offset` (from `keyhook image`).
+        erase: erase the whole flash first (wipes an old file system, rules and pairings).
+        baud: baud rate for writing.
+        flash_size: the flash size the image was laid out for (default: the board's).
+        sink: receives esptool's messages and progress.
+    """
+    from esptool.cmds import detect_flash_size, erase_flash, reset_chip, write_flash
+    from esptool.util import FatalError
+
+    if not image:
+        raise KeyhookError("the image to flash is empty")
+    with connect(board, port, baud, sink) as esp:
+        try:
+            detected = detect_flash_size(esp)
+            check_flash_size(board, detected, flash_size)
+            if erase:
+                erase_flash(esp)
+            write_flash(esp, [(board.image_offset, image)])
+            reset_chip(esp, "hard-reset")
+        except FatalError as e:
+            raise _fatal(e, port) from None
+        return FlashReport(port=port, chip=esp.CHIP_NAME, flash_size=detected, offset=board.image_offset,
+                           size=len(image), erased=erase)
+
+
+def image_for(board: Board, *, image_path: Path | None, micropython: Path | None, flash_size: int | None = None,
+              build_kw: dict | None = None, progress: Callable[[str], None] | None = None) -> bytes:
+    """The bytes to flash: a merged image file as is, or MicroPython plus a fresh build merged."""
+    from keyhook import build as kbuild
+    from keyhook import image as kimage
+
+    if (image_path is None) == (micropython is None):
+        raise KeyhookError("give exactly one of --image OUT.bin or --micropython FIRMWARE.bin")
+    if image_path is not None:
+        data = kimage.read_file(image_path, "image")
+        # A merged image starts with the release image: check it the same way `image` does.
+        kimage.inspect_release(board, data[:board.vfs_for_flash(flash_size)[0] - board.image_offset], flash_size)
+        return data
+    mp = kimage.read_file(micropython, "MicroPython image")
+    kimage.inspect_release(board, mp, flash_size)
+    with tempfile.TemporaryDirectory(prefix="keyhook-flash-") as tmp:
+        result = kbuild.build(board, Path(tmp) / "build", flash_size=flash_size, progress=progress,
+                              **(build_kw or {}))
+        out = Path(tmp) / "merged.bin"
+        kimage.merge(board, mp, result.image.read_bytes(), out, flash_size)
+        return out.read_bytes()
