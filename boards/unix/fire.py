@@ -1,0 +1,75 @@
+# `keyhook fire` on the unix port: fire one definition with the firmware's own engine and print
+# the result as one JSON line.
+#   micropython fire.py FILE [--trust-dir DIR] [--state DIR] [--resolve NAME:ADDR]... [--repeat N]
+# --resolve answers for NAME without DNS (like curl); --repeat fires N times on one pool and
+# prints one line per fire (used by tests and the bench).
+import sys
+import json
+import asyncio
+from kh.engine.fire import Env, fire
+from kh.http import resolve
+
+
+def _usage(msg):
+    print(json.dumps({"sent": False, "status": None, "error": "usage", "message": msg, "elapsed_ms": 0}))
+    sys.exit(2)
+
+
+def main(argv):
+    path = None
+    trust_dir = None
+    state = None
+    answers = {}
+    repeat = 1
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--trust-dir", "--state", "--resolve", "--repeat"):
+            if i + 1 >= len(argv):
+                _usage(a + " needs a value")
+            v = argv[i + 1]
+            i += 2
+            if a == "--trust-dir":
+                trust_dir = v
+            elif a == "--state":
+                state = v
+            elif a == "--repeat":
+                repeat = int(v)
+            else:
+                k = v.find(":")
+                if k <= 0:
+                    _usage("--resolve wants NAME:ADDRESS")
+                answers[v[:k].lower()] = v[k + 1:].strip("[]")
+        elif path is None:
+            path = a
+            i += 1
+        else:
+            _usage("unexpected argument " + a)
+    if path is None:
+        _usage("no definition file given")
+    if answers:
+        def answer(host, port):
+            if host in answers:
+                return [resolve.literal(answers[host], port)]
+            return resolve.system(host, port)
+        resolve.set_resolver(answer)
+    try:
+        with open(path) as f:
+            definition = json.load(f)
+    except (OSError, ValueError) as e:
+        print(json.dumps({"sent": False, "status": None, "error": "invalid_definition",
+                          "message": "cannot read the definition as JSON", "elapsed_ms": 0}))
+        sys.exit(1)
+    env = Env(trust_dir=trust_dir, state_dir=state)
+    ok = False
+    try:
+        for _ in range(repeat):
+            r = asyncio.run(fire(definition, env))
+            print(json.dumps(r))
+            ok = r["status"] is not None
+    finally:
+        env.close()
+    sys.exit(0 if ok else 1)
+
+
+main(sys.argv[1:])

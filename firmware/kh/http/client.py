@@ -1,0 +1,176 @@
+# The HTTP/1.1 client: one request under one security level. Resolve, refuse insecure levels to
+# remote addresses, connect, verify, and only then write; read the response; keep the connection
+# for the next request to the same origin and level (bounded pool). Never follows redirects.
+import time
+from micropython import const
+from kh.http.errors import FireError
+from kh.http import url as _url
+from kh.http import resolve as _resolve
+from kh.http import conn as _conn
+from kh.http import response as _resp
+from kh.http import tlspolicy as _tls
+
+MAX_BODY = const(4096)
+_UA = b"User-Agent: keyhook/0.1\r\n"
+
+
+class Pool:
+    # kept-alive connections, keyed by scheme, host, port, level and pin; the oldest goes first
+    def __init__(self, size=1):
+        self.size = size
+        self.conns = []
+
+    def take(self, key):
+        for c in self.conns:
+            if c.key == key:
+                self.conns.remove(c)
+                return c
+        return None
+
+    def put(self, c):
+        if self.size <= 0:
+            c.close()
+            return
+        while len(self.conns) >= self.size:
+            self.conns.pop(0).close()
+        self.conns.append(c)
+
+    def close(self):
+        while self.conns:
+            self.conns.pop().close()
+
+
+class Net:
+    # what a request needs from the device: trust store, pool, body buffer, limits
+    def __init__(self, trust=None, pool=None, max_body=MAX_BODY):
+        self.trust = trust
+        self.pool = pool if pool is not None else Pool(1)
+        self.prefix = bytearray(max_body)
+
+
+def check_level(scheme, level):
+    if level not in _tls.LEVELS:
+        raise FireError("invalid_definition", "securityLevel must be one of " + ", ".join(_tls.LEVELS))
+    if scheme == "http" and level != _tls.HTTP:
+        raise FireError("invalid_definition", "an http:// URL needs securityLevel AllowHttp; use https://")
+
+
+def build(method, target, host_header, headers, body, content_type):
+    # the request head and body as one bytes object; header names and values were validated
+    parts = [method.encode(), b" ", target.encode(), b" HTTP/1.1\r\nHost: ", host_header.encode(), b"\r\n", _UA]
+    for k, v in headers:
+        parts.append(k.encode())
+        parts.append(b": ")
+        parts.append(v.encode())
+        parts.append(b"\r\n")
+    if body is not None:
+        if content_type:
+            parts.append(b"Content-Type: ")
+            parts.append(content_type.encode())
+            parts.append(b"\r\n")
+        parts.append(b"Content-Length: ")
+        parts.append(str(len(body)).encode())
+        parts.append(b"\r\n\r\n")
+        parts.append(body)
+    elif method in ("POST", "PUT", "PATCH"):
+        parts.append(b"Content-Length: 0\r\n\r\n")
+    else:
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+async def _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remote):
+    family, ip, sa = _resolve.resolve(host, port)
+    if level in (_tls.SELF_SIGNED, _tls.HTTP) and not allow_remote and not _resolve.is_local(family, ip):
+        raise FireError("insecure_remote",
+                        level + " is only allowed to loopback, link-local or private addresses; "
+                        "use a verified level, or set allowInsecureRemote in the rule")
+    if scheme == "http":
+        return await _conn.open_tcp(family, ip, sa, port, _conn.deadline(timeout_ms), key)
+    check = _tls.Check(level, pin, net.trust, host + ":" + str(port))
+    sni = host
+    tries = 0
+    retry_hash = None
+    while True:
+        c = await _conn.open_tcp(family, ip, sa, port, _conn.deadline(timeout_ms), key)
+        try:
+            ctx = check.context(retry_hash)
+            await _conn.start_tls(c, ctx, sni, check, _conn.deadline(timeout_ms))
+            return c
+        except FireError as e:
+            c.close()
+            tries += 1
+            if e.code == "tls_untrusted" and tries == 1:
+                retry_hash = check.retry_hash()
+                if retry_hash:
+                    continue
+            raise
+        except BaseException:
+            c.close()
+            raise
+
+
+async def _exchange(net, c, method, req, timeout_ms, info, r):
+    check = c.check
+    before = c.wrote
+    try:
+        await c.write(req, _conn.deadline(timeout_ms))
+    finally:
+        if c.wrote > before:
+            info["sent"] = True
+    if check:
+        check.succeeded()  # the handshake is over: remember which root served this origin
+    await _resp.read_head(c, r, _conn.deadline(timeout_ms), _conn.deadline(timeout_ms), method)
+    await _resp.read_body(c, r, method, net.prefix, _conn.deadline(timeout_ms))
+    return r
+
+
+async def request(net, method, url, headers, body, content_type, level, pin=None,
+                  timeout_ms=3000, allow_remote=False, info=None):
+    # -> Response; raises FireError. info (a dict) learns "sent" and "reused" even on failure.
+    if info is None:
+        info = {}
+    info["sent"] = False
+    info["reused"] = False
+    scheme, host, port, target, hh = _url.parse(url)
+    check_level(scheme, level)
+    req = build(method, target, hh, headers, body, content_type)
+    key = (scheme, host, port, level, pin)
+    c = net.pool.take(key)
+    if c is not None and c.idle_dead():
+        c.close()
+        c = None
+    if c is not None:
+        info["reused"] = True
+        r = _resp.Response()
+        try:
+            await _exchange(net, c, method, req, timeout_ms, info, r)
+        except FireError as e:
+            c.close()
+            # a connection that died while idle: send again, but only if not a byte of the
+            # response had arrived
+            if e.code not in ("closed", "reset", "io") or r.got_bytes:
+                raise
+            c = None
+            info["reused"] = False
+            info["resent"] = True
+        else:
+            return _finish(net, c, r, info)
+    c = await _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remote)
+    r = _resp.Response()
+    try:
+        await _exchange(net, c, method, req, timeout_ms, info, r)
+    except BaseException:
+        c.close()
+        raise
+    return _finish(net, c, r, info)
+
+
+def _finish(net, c, r, info):
+    info["sent"] = True
+    c.requests += 1
+    if r.keep_alive:
+        net.pool.put(c)
+    else:
+        c.close()
+    return r

@@ -1,0 +1,186 @@
+# One HTTP connection (plain TCP or TLS) on a non-blocking socket, driven from asyncio: every
+# wait polls the socket and yields to the scheduler (BLE keeps running), and every phase ends
+# at a deadline. Reads go through one preallocated buffer.
+import asyncio
+import select
+import socket
+import time
+from micropython import const
+from kh.http.errors import FireError
+from kh.http import resolve as _resolve
+
+_BUF = const(1024)
+_POLL_IN = select.POLLIN
+_POLL_OUT = select.POLLOUT
+_POLL_BAD = select.POLLERR | select.POLLHUP
+_EINPROGRESS = const(115)
+_ERR_SSL_CONN_EOF = const(-0x7280)  # peer closed without close_notify
+_EAGAIN = (11, 115, 119)
+
+
+def deadline(timeout_ms):
+    return time.ticks_add(time.ticks_ms(), timeout_ms)
+
+
+def left_ms(dl):
+    return time.ticks_diff(dl, time.ticks_ms())
+
+
+class Conn:
+    def __init__(self, sock, family, ip, key):
+        self.raw = sock
+        self.s = sock
+        self.family = family
+        self.ip = ip
+        self.key = key
+        self.tls = False
+        self.poller = select.poll()
+        self.poller.register(sock, _POLL_OUT)
+        self.buf = bytearray(_BUF)
+        self.mv = memoryview(self.buf)
+        self.lo = 0
+        self.hi = 0
+        self.requests = 0
+        self.wrote = 0  # request bytes written in total
+        self.closed = False
+        self.check = None  # the TLS Check while the handshake may still be finishing
+
+    async def wait(self, ev, dl, phase):
+        # until the socket is ready for ev (or in error); FireError("timeout") at the deadline
+        self.poller.modify(self.s, ev)
+        pause = 0
+        while True:
+            r = self.poller.poll(0)
+            if r:
+                return r[0][1]
+            if left_ms(dl) <= 0:
+                raise FireError("timeout", "no progress within the time-out while " + phase)
+            await asyncio.sleep_ms(pause)
+            pause = 1
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.poller.unregister(self.s)
+        except (OSError, ValueError, KeyError):
+            pass
+        try:
+            self.s.close()
+        except OSError:
+            pass
+        if self.s is not self.raw:
+            try:
+                self.raw.close()
+            except OSError:
+                pass
+
+    def idle_dead(self):
+        # a kept-alive connection is reusable only if the server has sent nothing since
+        if self.closed or self.lo != self.hi:
+            return True
+        self.poller.modify(self.s, _POLL_IN)
+        return bool(self.poller.poll(0))
+
+    async def write(self, data, dl, phase="sending the request"):
+        mv = memoryview(data)
+        off = 0
+        n = len(mv)
+        while off < n:
+            try:
+                w = self.s.write(mv[off:])
+            except (OSError, ValueError) as e:
+                if self.check:
+                    raise self.check.failure(e)
+                raise _io_error(e, phase)
+            if w is None:
+                ev = await self.wait(_POLL_OUT, dl, phase)
+                if ev & _POLL_BAD and not ev & (_POLL_OUT | _POLL_IN):
+                    raise FireError("connect", "the connection closed while " + phase)
+            else:
+                off += w
+                self.wrote += w
+                self.check = None
+        return n
+
+    async def fill(self, dl, phase):
+        # read more into the buffer; returns bytes added (0 = end of stream)
+        if self.lo == self.hi:
+            self.lo = self.hi = 0
+        elif self.hi == _BUF:
+            self.mv[0:self.hi - self.lo] = self.mv[self.lo:self.hi]
+            self.hi -= self.lo
+            self.lo = 0
+        return await self.read_into(self.mv[self.hi:], dl, phase, True)
+
+    async def read_into(self, mv, dl, phase, into_buf=False):
+        while True:
+            try:
+                n = self.s.readinto(mv)
+            except (OSError, ValueError) as e:
+                if e.args and e.args[0] == _ERR_SSL_CONN_EOF:
+                    return 0
+                if isinstance(e, ValueError):
+                    raise FireError("tls_handshake", "TLS error while " + phase)
+                raise _io_error(e, phase)
+            if n is not None:
+                if into_buf:
+                    self.hi += n
+                return n
+            await self.wait(_POLL_IN, dl, phase)
+
+
+def _io_error(e, phase):
+    code = e.args[0] if e.args else 0
+    if code in (104, 32):
+        return FireError("reset", "the server reset the connection while " + phase)
+    if code == 110:
+        return FireError("timeout", "time-out while " + phase)
+    return FireError("io", "I/O error while " + phase + " (" + str(code) + ")")
+
+
+async def open_tcp(family, ip, sockaddr, port, dl, key):
+    _resolve.before_connect(family, ip, port)
+    s = socket.socket(family, socket.SOCK_STREAM)
+    c = Conn(s, family, ip, key)
+    try:
+        s.setblocking(False)
+        try:
+            s.connect(sockaddr)
+        except OSError as e:
+            if not e.args or e.args[0] != _EINPROGRESS:
+                raise FireError("connect", "cannot connect (errno " + str(e.args[0] if e.args else "?") + ")")
+        ev = await c.wait(_POLL_OUT, dl, "connecting")
+        if ev & _POLL_BAD:
+            raise FireError("connect", "connection refused or unreachable")
+    except BaseException:
+        c.close()
+        raise
+    return c
+
+
+async def start_tls(c, ctx, server_hostname, check, dl):
+    # wrap, then drive the handshake with reads until the server's certificate has been judged;
+    # mbedTLS itself completes the handshake (Finished) before it lets application data out.
+    ss = ctx.wrap_socket(c.raw, server_hostname=server_hostname, do_handshake_on_connect=False)
+    c.poller.unregister(c.raw)
+    c.s = ss
+    c.tls = True
+    c.poller.register(ss, _POLL_IN)
+    one = bytearray(1)
+    mv = memoryview(one)
+    c.check = check
+    while check.verifies and not check.leaf_seen:
+        try:
+            n = ss.readinto(mv)
+        except (OSError, ValueError) as e:
+            raise check.failure(e)
+        if n == 0:
+            raise FireError("tls_handshake", "the server closed the connection during the TLS handshake")
+        if n is not None:
+            raise FireError("tls_handshake", "the server sent data before the handshake completed")
+        if check.leaf_seen:
+            break
+        await c.wait(_POLL_IN, dl, "in the TLS handshake")
+    check.may_write()

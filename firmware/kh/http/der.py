@@ -1,0 +1,97 @@
+# A minimal DER walk over X.509 certificates: just what the TLS layer needs to choose a root
+# (the issuer and subject names) and to tell a pinned CA from a pinned leaf (basicConstraints).
+# Pins arrive as PEM or base64 DER; both become DER bytes here.
+import binascii
+from kh.http.errors import FireError
+
+
+def tlv(b, off):
+    # -> (tag, start of value, end of value); raises ValueError on truncation
+    n = len(b)
+    if off + 2 > n:
+        raise ValueError("der")
+    tag = b[off]
+    ln = b[off + 1]
+    off += 2
+    if ln & 0x80:
+        k = ln & 0x7F
+        if k == 0 or k > 3 or off + k > n:
+            raise ValueError("der")
+        ln = 0
+        for i in range(k):
+            ln = (ln << 8) | b[off + i]
+        off += k
+    if off + ln > n:
+        raise ValueError("der")
+    return tag, off, off + ln
+
+
+def _tbs(cert):
+    tag, s, e = tlv(cert, 0)
+    if tag != 0x30:
+        raise ValueError("der")
+    tag, s, e = tlv(cert, s)
+    if tag != 0x30:
+        raise ValueError("der")
+    return s, e
+
+
+def names(cert):
+    # -> (issuer Name DER, subject Name DER) as memoryview slices of cert
+    mv = memoryview(cert)
+    p, end = _tbs(mv)
+    tag, s, e = tlv(mv, p)
+    if tag == 0xA0:  # [0] version
+        p = e
+    for _ in range(2):  # serialNumber, signature AlgorithmIdentifier
+        tag, s, p = tlv(mv, p)
+    tag, s, e = tlv(mv, p)
+    issuer = mv[p:e]
+    tag, s, p = tlv(mv, e)  # validity
+    tag, s, e = tlv(mv, p)
+    return issuer, mv[p:e]
+
+
+_BASIC_CONSTRAINTS = b"\x06\x03\x55\x1d\x13"
+
+
+def is_ca(cert):
+    # basicConstraints cA = TRUE
+    b = bytes(cert)
+    i = b.find(_BASIC_CONSTRAINTS)
+    if i < 0:
+        return False
+    p = i + len(_BASIC_CONSTRAINTS)
+    tag, s, e = tlv(b, p)
+    if tag == 0x01:  # critical flag
+        tag, s, e = tlv(b, e)
+    if tag != 0x04:
+        return False
+    tag, s, e = tlv(b, s)  # SEQUENCE
+    if tag != 0x30 or s == e:
+        return False
+    tag, s2, e2 = tlv(b, s)
+    return tag == 0x01 and e2 > s2 and b[s2] != 0
+
+
+def pin_der(text):
+    # PEM (one certificate) or base64 DER -> DER bytes; FireError("invalid_definition") if neither
+    if not isinstance(text, str) or not text.strip():
+        raise FireError("invalid_definition", "pinnedCertificate is required with TlsPinnedCertificate")
+    s = text.strip()
+    if s.startswith("-----BEGIN"):
+        a = s.find("-----BEGIN CERTIFICATE-----")
+        b = s.find("-----END CERTIFICATE-----")
+        if a != 0 or b < 0:
+            raise FireError("invalid_definition", "pinnedCertificate: expected one PEM CERTIFICATE block")
+        s = s[27:b]
+    s = s.replace("\\n", "").replace("\n", "").replace("\r", "").replace(" ", "")
+    try:
+        der = binascii.a2b_base64(s)
+        tag, _, end = tlv(der, 0)
+        if tag != 0x30 or end != len(der):
+            raise ValueError("der")
+        names(der)
+    except ValueError:
+        raise FireError("invalid_definition", "pinnedCertificate is not a certificate (PEM or base64 DER)")
+    return der

@@ -1,0 +1,162 @@
+# The four TLS behaviours of the level table, as mbedTLS contexts (see micropython-facts.md):
+#   TlsWithCACheck        CERT_REQUIRED, only the trust-store root(s) the chain points at
+#   pinned CA             CERT_REQUIRED with just the pinned certificate as the anchor
+#   pinned leaf           CERT_OPTIONAL + verify_callback demanding DER equality at depth 0,
+#                         plus a flag checked after the handshake, before any byte is written
+#   TlsAllowSelfSigned    CERT_NONE, encryption only
+# and the mapping of mbedTLS failures to stable error codes.
+import time
+from micropython import const
+from kh.http.errors import FireError
+from kh.http import der as _der
+from kh.http.trust import name_hash
+
+try:
+    import tls
+except ImportError:
+    import ssl as tls
+
+CA_CHECK = "TlsWithCACheck"
+PINNED = "TlsPinnedCertificate"
+SELF_SIGNED = "TlsAllowSelfSigned"
+HTTP = "AllowHttp"
+LEVELS = (CA_CHECK, PINNED, SELF_SIGNED, HTTP)
+
+_M_CA = const(0)
+_M_PIN_CA = const(1)
+_M_PIN_LEAF = const(2)
+_M_NONE = const(3)
+
+_REJECT = const(0x4B48)  # "KH": what the callback returns to abort a handshake
+_ERR_CA_CHAIN_REQUIRED = const(-0x7680)
+_YEAR_CLOCK_SET = const(2024)
+
+
+class Check:
+    # one connection's verification: make a context, watch the callback, judge the outcome
+    def __init__(self, level, pin=None, trust=None, origin=None):
+        self.origin = origin
+        self.trust = trust
+        self.pin = pin
+        if level == PINNED:
+            self.mode = _M_PIN_CA if _der.is_ca(pin) else _M_PIN_LEAF
+        elif level == CA_CHECK:
+            self.mode = _M_CA
+        else:
+            self.mode = _M_NONE
+        self.verifies = self.mode != _M_NONE
+        self.roots_hash = None
+        self.reset()
+
+    def reset(self):
+        self.top_issuer = None  # hash of the issuer of the top certificate seen
+        self.leaf_seen = False
+        self.pin_ok = False
+        self.pin_rejected = False
+        self.error = None
+
+    def _cb(self, cert, depth):
+        try:
+            if self.top_issuer is None:
+                self.top_issuer = name_hash(_der.names(cert)[0])
+        except ValueError:
+            self.top_issuer = ""
+        if depth == 0:
+            self.leaf_seen = True
+            if self.mode == _M_PIN_LEAF:
+                if bytes(cert) == self.pin:
+                    self.pin_ok = True
+                else:
+                    self.pin_rejected = True
+                    return _REJECT
+        return 0
+
+    def context(self, roots_hash=None):
+        # roots_hash: for TlsWithCACheck, which trust-store name to load (None: the hint, if any)
+        self.reset()
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        if self.mode == _M_NONE:
+            ctx.verify_mode = tls.CERT_NONE
+            return ctx
+        if self.mode == _M_PIN_LEAF:
+            ctx.verify_mode = tls.CERT_OPTIONAL
+        else:
+            ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.verify_callback = self._cb
+        if self.mode == _M_PIN_CA:
+            ctx.load_verify_locations(self.pin)
+        elif self.mode == _M_CA:
+            h = roots_hash or (self.trust.hint(self.origin) if self.trust else None)
+            self.roots_hash = h
+            if h:
+                for d in self.trust.roots(h):
+                    try:
+                        ctx.load_verify_locations(d)
+                    except ValueError:
+                        pass
+        return ctx
+
+    def may_write(self):
+        # after the handshake, before the first byte: the pin flag
+        if self.mode == _M_PIN_LEAF and not self.pin_ok:
+            raise FireError("tls_pin_mismatch", "the server's certificate is not the pinned one")
+        return True
+
+    def retry_hash(self):
+        # TlsWithCACheck after an untrusted chain: the store name worth one more handshake, or None
+        if self.mode != _M_CA or not self.trust or not self.top_issuer:
+            return None
+        if self.top_issuer == self.roots_hash:
+            return None
+        if not self.trust.roots(self.top_issuer):
+            return None
+        return self.top_issuer
+
+    def succeeded(self):
+        if self.mode == _M_CA and self.trust and self.roots_hash:
+            self.trust.remember(self.origin, self.roots_hash)
+
+    def failure(self, e):
+        # an exception from the handshake -> FireError with a stable code
+        if isinstance(e, FireError):
+            return e
+        if self.pin_rejected:
+            return FireError("tls_pin_mismatch", "the server's certificate is not the pinned one")
+        text = str(e.args[0]) if e.args else ""
+        if isinstance(e, ValueError) and "certificate" in text:
+            return self._verify_failure(text)
+        code = e.args[0] if isinstance(e, OSError) and e.args else None
+        if code == _ERR_CA_CHAIN_REQUIRED:
+            return self._untrusted()
+        if isinstance(code, int) and 0 < code < 256:
+            return FireError("connect", "the connection broke during the TLS handshake (errno " + str(code) + ")")
+        return FireError("tls_handshake", "TLS handshake failed (" + _short(e) + "); is it a TLS server?")
+
+    def _untrusted(self):
+        if self.mode == _M_PIN_CA:
+            return FireError("tls_pin_mismatch",
+                             "the chain does not lead to the pinned certificate (a pinned root needs the "
+                             "server to send its intermediate; pin the intermediate instead)")
+        if self.mode == _M_CA and not self.trust:
+            return FireError("tls_untrusted", "no trust store: add the server's root CA (keyhook fire --trust)")
+        return FireError("tls_untrusted", "the certificate chain does not lead to a root in the trust store")
+
+    def _verify_failure(self, text):
+        if "not correctly signed" in text:
+            return self._untrusted()
+        if "starts in the future" in text:
+            if time.gmtime()[0] < _YEAR_CLOCK_SET:
+                return FireError("tls_not_yet_valid", "the device clock is not set; set it before a verified fire")
+            return FireError("tls_not_yet_valid", "the server's certificate is not valid yet")
+        if "has expired" in text:
+            return FireError("tls_expired", "the server's certificate has expired")
+        if "CN" in text or "Common Name" in text:
+            return FireError("tls_hostname", "the server's certificate is not for this host name")
+        return FireError("tls_bad_certificate", "the server's certificate was rejected: " + text.split("\n")[0])
+
+
+def _short(e):
+    a = e.args
+    if len(a) > 1:
+        return str(a[1])[:60]
+    return e.__class__.__name__ + " " + str(a[0] if a else "")[:60]
