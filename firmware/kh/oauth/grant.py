@@ -1,76 +1,86 @@
 # keyhook oauth: one refresh-token grant (RFC 6749 section 6) at the token endpoint.
-# Returns (access_token, rotated_refresh_token or None, expires_in or None); every failure is
-# FireError("token_endpoint", message) and no message ever carries a token or the answer's body.
+# Loaded when a token must be redeemed. Every failure is FireError("token_endpoint") from
+# kh.oauth.why; no message carries a token or the answer's body.
 from micropython import const
 import json
 
 from kh.http.errors import FireError
-from kh.oauth import form, origin
+from kh.http import url as _url
+from kh.oauth.tokens import visible
 
 _MAX_BODY = const(8192)  # parse at most this much of the answer
 _MAX_TTL = const(86400)
-
-# OAuth error codes (RFC 6749 5.2) worth naming, with what to do about them.
-_HINTS = {
-    "invalid_grant": "the refresh token was revoked, has expired or was already used; "
-                     "push the rule again with a new refresh token",
-    "invalid_client": "the identity provider does not accept the client; check clientId",
-    "unauthorized_client": "this client may not use refresh tokens; check the identity "
-                           "provider's client settings",
-    "unsupported_grant_type": "the endpoint does not support grant_type=refresh_token; "
-                              "check tokenEndpoint",
-    "invalid_scope": "the scope is not allowed for this refresh token; check scope",
-    "invalid_request": "the identity provider rejected the request; check clientId and scope",
-}
+_HEX = b"0123456789ABCDEF"
+_CA = "TlsWithCACheck"
 
 
-def endpoint(auth):
-    # The token URL; one client spells the field tokenEndoint.
-    url = auth.get("tokenEndpoint")
-    if not url:
-        url = auth.get("tokenEndoint")
-    if not url or not isinstance(url, str):
-        raise FireError("invalid_definition",
-                        "authentication OAuth2IssuedRefreshToken needs tokenEndpoint; "
-                        "add the identity provider's token URL")
-    return url
+def _fail(what, args=None):
+    from kh.oauth import why
+    return why.error(what, args)
 
 
-def header_safe(tok):
-    # A token goes into a header line: visible ASCII only (no space, CR, LF or control).
-    if not isinstance(tok, str) or not tok:
-        return False
-    for c in tok:
-        o = ord(c)
-        if o < 33 or o > 126:
-            return False
-    return True
+# -- application/x-www-form-urlencoded (RFC 6749 appendix B): unreserved characters pass, a
+# space becomes "+", every other byte of the UTF-8 form is %XX.
+def _put(out, i, s):
+    for c in s:
+        if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c in b"-._~":
+            out[i] = c
+        elif c == 32:
+            out[i] = 43
+        else:
+            out[i] = 37
+            out[i + 1] = _HEX[c >> 4]
+            out[i + 2] = _HEX[c & 15]
+            i += 2
+        i += 1
+    return i
 
 
-def _fail(msg):
-    return FireError("token_endpoint", msg)
+def encode(pairs):
+    # pairs: [(name, value), ...] with str or bytes; returns bytes. One buffer sized for the
+    # worst case (every byte escaped), so nothing grows while encoding.
+    n = 0
+    for k in range(len(pairs)):
+        name, value = pairs[k]
+        if isinstance(value, str):
+            value = value.encode()
+            pairs[k] = (name, value)
+        n += 3 * (len(name) + len(value)) + 2
+    out = bytearray(n)
+    i = 0
+    for name, value in pairs:
+        if isinstance(name, str):
+            name = name.encode()
+        if i:
+            out[i] = 38
+            i += 1
+        i = _put(out, i, name)
+        out[i] = 61
+        i = _put(out, i + 1, value)
+    return bytes(memoryview(out)[:i])
 
 
-def _status_error(status, doc):
-    code = None
-    if isinstance(doc, dict):
-        e = doc.get("error")
-        if isinstance(e, str) and e in _HINTS:
-            code = e
-    st = str(status)
-    if code:
-        return _fail("the token endpoint refused the refresh (HTTP " + st + ", " + code + "): "
-                     + _HINTS[code])
-    if 300 <= status < 400:
-        return _fail("the token endpoint answered a redirect (HTTP " + st + "), which is never "
-                     "followed; set tokenEndpoint to the final URL")
-    if 400 <= status < 500:
-        return _fail("the token endpoint refused the refresh (HTTP " + st + "); check "
-                     "tokenEndpoint, clientId, scope and the refresh token")
-    if status >= 500:
-        return _fail("the token endpoint failed (HTTP " + st + "); the identity provider has "
-                     "a problem, try again later")
-    return _fail("the token endpoint answered HTTP " + st + " instead of 200")
+# -- which verification the token endpoint gets (DESIGN.md, Authentication): on the request's
+# origin (scheme, host, port) its own level and pin, else TlsWithCACheck without a pin, and
+# plain http on another origin is refused.
+def origin(url):
+    # (scheme, host, port) of an absolute http(s) URL, or None when it is not a usable one.
+    try:
+        scheme, host, port, _t, _h = _url.parse(url)
+    except FireError:
+        return None
+    return (scheme, host.lower(), port)
+
+
+def policy(definition, token_url):
+    t = origin(token_url)
+    if t is None:
+        raise _fail("bad_url")
+    if t == origin(definition.get("url")):
+        return definition.get("securityLevel"), definition.get("pinnedCertificate")
+    if t[0] != "https":
+        raise _fail("plain")
+    return _CA, None
 
 
 def ttl_seconds(value):
@@ -98,35 +108,33 @@ def parse(status, body):
             doc = json.loads(body)
         except (ValueError, TypeError):
             doc = None
-    if status is None or status < 200 or status > 299:
-        raise _status_error(status or 0, doc)
+    if not isinstance(status, int) or status < 200 or status > 299:
+        from kh.oauth import why
+        raise why.status(status if isinstance(status, int) else 0, doc)
     if not isinstance(doc, dict):
         if body and len(body) > _MAX_BODY:
-            raise _fail("the token endpoint's answer is longer than %d bytes" % _MAX_BODY)
-        raise _fail("the token endpoint's answer (HTTP %d) is not a JSON object; check "
-                    "tokenEndpoint" % status)
+            raise _fail("too_long", _MAX_BODY)
+        raise _fail("not_json", status)
     at = doc.get("access_token")
     if not at:
-        raise _fail("the token endpoint's answer has no access_token; check tokenEndpoint")
-    if not header_safe(at):
-        raise _fail("the token endpoint's access_token is not a string of visible ASCII "
-                    "characters, so it cannot be sent in a header")
+        raise _fail("no_access")
+    if not visible(at):
+        raise _fail("bad_access")
     tt = doc.get("token_type")
     if tt is not None and (not isinstance(tt, str) or tt.lower() != "bearer"):
-        raise _fail("the token endpoint issued a token that is not a Bearer token; only "
-                    "Bearer tokens are supported")
+        raise _fail("not_bearer")
     rt = doc.get("refresh_token")
     if rt is not None and rt != "":
         if not isinstance(rt, str):
-            raise _fail("the token endpoint's refresh_token is not a string")
+            raise _fail("bad_refresh")
     else:
         rt = None
     return at, rt, ttl_seconds(doc.get("expires_in"))
 
 
-async def redeem(definition, auth, refresh_token, post_form):
-    url = endpoint(auth)
-    level, pin = origin.policy(definition, url)
+async def redeem(definition, auth, url, refresh_token, post_form):
+    # -> (access_token, rotated refresh token or None, expires_in or None)
+    level, pin = policy(definition, url)
     pairs = [("grant_type", "refresh_token"), ("refresh_token", refresh_token)]
     cid = auth.get("clientId")
     if cid:
@@ -134,12 +142,13 @@ async def redeem(definition, auth, refresh_token, post_form):
     scope = auth.get("scope")
     if scope:
         pairs.append(("scope", str(scope)))
-    body = form.encode(pairs)
+    body = encode(pairs)
     pairs = None
     try:
         status, answer = await post_form(url, body, level, pin)
     except FireError as e:
-        raise _fail("could not reach the token endpoint (" + str(e.code) + "): " + str(e.message))
+        raise _fail("unreachable", (e.code, e.message))
     except OSError as e:
-        raise _fail("could not reach the token endpoint (OSError %s)" % (e.args[0] if e.args else "?"))
+        raise _fail("unreachable", ("OSError", e.args[0] if e.args else "?"))
+    body = None
     return parse(status, answer)

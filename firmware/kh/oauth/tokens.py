@@ -1,47 +1,76 @@
 # keyhook oauth: the Authorization header of a rule (DESIGN.md, Authentication).
 #   None                      -> no header
 #   OAuth2IssuedAccessToken   -> "Bearer " + accessToken (a stray refreshToken is ignored)
-#   OAuth2IssuedRefreshToken  -> an access token from tokenEndpoint, cached in RAM and in the
-#                                state dir until shortly before expiry; a rotated refresh token
-#                                is stored durably before the new access token is handed out.
+#   OAuth2IssuedRefreshToken  -> an access token from tokenEndpoint (kh.oauth.grant, loaded only
+#                                to redeem), cached in RAM and in the state dir until shortly
+#                                before expiry; a rotated refresh token is stored durably before
+#                                the new access token is handed out.
+# State: one JSON file per rule, "<state_dir>/oauth-<hash of key>.json", replaced atomically:
+#   {"fp": chain fingerprint, "rt": rotated refresh token (absent until one is issued),
+#    "at": access token, "iat": obtained at, "until": use it until (clock seconds)}
 # Tokens appear nowhere but in the header value returned to the caller.
 from micropython import const
 import time
+import json
+import hashlib
+import binascii
 import asyncio
 
-from kh.http.errors import FireError
-from kh.oauth import grant, state
+from kh.store import files
 
-_NONE = "None"
 _ACCESS = "OAuth2IssuedAccessToken"
 _REFRESH = "OAuth2IssuedRefreshToken"
 _DEFAULT_TTL = const(300)   # seconds, when neither the endpoint nor expiresIn says
 _MAX_MARGIN = const(60)     # refresh at most this long before expiry
 
 
+def _fail(what, args=None):
+    from kh.oauth import why
+    return why.error(what, args)
+
+
 def _kind(definition):
-    auth = definition.get("authentication") if isinstance(definition, dict) else None
+    auth = definition.get("authentication")
     if auth is None:
         return None, None
     if not isinstance(auth, dict):
-        raise FireError("invalid_definition", "authentication must be an object")
+        raise _fail("auth_obj")
     kind = auth.get("apiAuthenticationType")
-    if kind is None or kind == _NONE:
+    if kind is None or kind == "None":
         return None, auth
     if kind == _ACCESS or kind == _REFRESH:
         return kind, auth
-    raise FireError("invalid_definition",
-                    "authentication.apiAuthenticationType must be None, OAuth2IssuedAccessToken "
-                    "or OAuth2IssuedRefreshToken")
+    raise _fail("auth_type")
 
 
-def _margin(ttl):
-    m = ttl // 10
-    return m if m < _MAX_MARGIN else _MAX_MARGIN
+def _hex16(h):
+    return binascii.hexlify(h.digest()[:8]).decode()
+
+
+def _fingerprint(rt, url, auth):
+    # The chain a stored token belongs to: another definition token, endpoint, client or scope
+    # starts a new chain (so a stored token never goes to another endpoint).
+    h = hashlib.sha256(b"kh-oauth-chain1")
+    for part in (rt, url, auth.get("clientId"), auth.get("scope")):
+        h.update(b"\0")
+        if part:
+            h.update(str(part).encode())
+    return _hex16(h)
+
+
+def visible(tok):
+    # A token goes into a header line: visible ASCII only (no space, CR, LF or control).
+    if not isinstance(tok, str) or not tok:
+        return False
+    for c in tok:
+        if ord(c) < 33 or ord(c) > 126:
+            return False
+    return True
 
 
 class Tokens:
-    # clock: a function returning seconds (time.time by default); tests inject their own.
+    # state_dir: where the per-rule files live (None: RAM only); clock: a function returning
+    # seconds (time.time by default), injectable for tests.
     def __init__(self, state_dir, clock=None):
         self._dir = state_dir.rstrip("/") if state_dir else None
         self._clock = clock or time.time
@@ -54,10 +83,8 @@ class Tokens:
             return None
         if kind == _ACCESS:
             tok = auth.get("accessToken")
-            if not grant.header_safe(tok):
-                raise FireError("invalid_definition",
-                                "authentication OAuth2IssuedAccessToken needs accessToken, a "
-                                "string of visible ASCII characters")
+            if not visible(tok):
+                raise _fail("access")
             return "Bearer " + tok
         return await self._refresh(definition, auth, key, post_form, False)
 
@@ -72,66 +99,94 @@ class Tokens:
         # Drop the RAM copy (the rule was deleted or replaced); the file stays until removed.
         self._ram.pop(key, None)
 
+    def path(self, key):
+        # The state file of a rule, whatever characters its key holds.
+        return "%s/oauth-%s.json" % (self._dir, _hex16(hashlib.sha256(str(key).encode())))
+
+    def _load(self, key):
+        if not self._dir:
+            return None
+        data = files.read(self.path(key))
+        if not data:
+            return None
+        try:
+            e = json.loads(data)
+        except ValueError:
+            return None
+        return e if isinstance(e, dict) else None
+
+    def _save(self, key, entry):
+        # Durable once this returns; raises OSError when the file system refuses.
+        if self._dir:
+            if not files.exists(self._dir):
+                files.makedirs(self._dir)
+            files.write_atomic(self.path(key), json.dumps(entry))
+
     def _entry(self, key, fp):
         e = self._ram.get(key)
         if e is None:
-            e = state.load(self._dir, key)
+            e = self._load(key)
             if e is not None:
                 self._ram[key] = e
         if e is not None and e.get("fp") != fp:
             return None  # the definition changed: a new chain starts from its token
         return e
 
-    def _fresh(self, e, now):
+    def _cached(self, e, now):
+        # "Bearer ..." while the entry's access token is fresh, else None. A clock that went
+        # backwards (a reboot before the time was set) invalidates it.
         if e is None or not e.get("at"):
-            return False
+            return None
         iat = e.get("iat")
         until = e.get("until")
-        if not isinstance(iat, (int, float)) or not isinstance(until, (int, float)):
-            return False
-        # A clock that went backwards (a reboot before the time was set) invalidates the cache.
-        return iat <= now < until
+        if not isinstance(iat, int) or not isinstance(until, int):
+            return None
+        if iat <= now < until:
+            return "Bearer " + e["at"]
+        return None
 
     async def _refresh(self, definition, auth, key, post_form, force):
         rt0 = auth.get("refreshToken")
         if not rt0 or not isinstance(rt0, str):
-            raise FireError("invalid_definition",
-                            "authentication OAuth2IssuedRefreshToken needs refreshToken")
-        url = grant.endpoint(auth)
-        fp = state.fingerprint(rt0, url, auth.get("clientId"), auth.get("scope"))
+            raise _fail("refresh")
+        url = auth.get("tokenEndpoint") or auth.get("tokenEndoint")  # one client's spelling
+        if not url or not isinstance(url, str):
+            raise _fail("endpoint")
+        fp = _fingerprint(rt0, url, auth)
         if not force:
-            e = self._entry(key, fp)
-            if self._fresh(e, self._clock()):
-                return "Bearer " + e["at"]
+            h = self._cached(self._entry(key, fp), self._clock())
+            if h:
+                return h
         async with self._lock:
             e = self._entry(key, fp)
-            now = self._clock()
-            if not force and self._fresh(e, now):
-                return "Bearer " + e["at"]  # another task refreshed while this one waited
+            now = int(self._clock())
+            if not force:
+                h = self._cached(e, now)
+                if h:
+                    return h  # another task refreshed while this one waited
+            from kh.oauth import grant
             held = e.get("rt") if e is not None else None
             rt = held or rt0
-            at, new_rt, ttl = await grant.redeem(definition, auth, rt, post_form)
+            at, new_rt, ttl = await grant.redeem(definition, auth, url, rt, post_form)
             rotated = new_rt is not None and new_rt != rt
             if ttl is None:
                 ttl = grant.ttl_seconds(auth.get("expiresIn"))
             if ttl is None:
                 ttl = _DEFAULT_TTL
-            now = int(now)
-            entry = {"fp": fp, "at": at, "iat": now, "until": now + ttl - _margin(ttl)}
+            m = ttl // 10
+            entry = {"fp": fp, "at": at, "iat": now,
+                     "until": now + ttl - (m if m < _MAX_MARGIN else _MAX_MARGIN)}
             if rotated:
                 entry["rt"] = new_rt
             elif held:
                 entry["rt"] = held
             try:
-                state.save(self._dir, key, entry)
+                self._save(key, entry)
             except OSError as err:
                 if rotated:
                     # Keep the new chain in RAM, but do not use a token that is not durable.
                     self._ram[key] = {"fp": fp, "rt": new_rt}
-                    raise FireError("storage",
-                                    "could not store the rotated refresh token (OSError %s); "
-                                    "the request was not sent, free flash space and fire again"
-                                    % (err.args[0] if err.args else "?"))
-                # Nothing to lose: the access token is only cached in RAM.
+                    raise _fail("store", err.args[0] if err.args else "?")
+                # Nothing to lose: the access token is then only cached in RAM.
             self._ram[key] = entry
             return "Bearer " + at

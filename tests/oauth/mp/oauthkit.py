@@ -84,8 +84,8 @@ def error(coro):
 
 
 def stored(state_dir, key):
-    from kh.oauth import state
-    return state.load(state_dir, key)
+    from kh.oauth.tokens import Tokens
+    return Tokens(state_dir)._load(key)
 
 
 def out(obj):
