@@ -4,10 +4,18 @@ what the state file holds."""
 
 from __future__ import annotations
 
+import base64
 import json
 from urllib.parse import parse_qs
 
 import pytest
+
+from keyhook.devpki import make_pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def form(body: str) -> dict:
@@ -351,14 +359,16 @@ def test_failure_keeps_stored_chain(mpo, tmp_path):
 
 @pytest.mark.parametrize("url, level, pin, token_url, expect", [
     # same origin: the request's own level and pin
-    ("https://h.test:8443/hook", "TlsPinnedCertificate", "PIN", "https://h.test:8443/token",
-     ["TlsPinnedCertificate", "PIN"]),
+    ("https://h.test:8443/hook", "TlsPinnedCertificate", "PEM", "https://h.test:8443/token",
+     ["TlsPinnedCertificate", "DER"]),
+    ("https://h.test:8443/hook", "TlsPinnedCertificate", "B64", "https://h.test:8443/token",
+     ["TlsPinnedCertificate", "DER"]),
     ("https://H.TEST/hook", "TlsAllowSelfSigned", None, "https://h.test:443/token",
      ["TlsAllowSelfSigned", None]),
     ("http://10.0.0.5:8080/x", "AllowHttp", None, "http://10.0.0.5:8080/token", ["AllowHttp", None]),
     ("https://[::1]:8443/x", "TlsAllowSelfSigned", None, "https://[::1]:8443/t", ["TlsAllowSelfSigned", None]),
     # another origin: TlsWithCACheck, no pin
-    ("https://h.test:8443/hook", "TlsPinnedCertificate", "PIN", "https://h.test:8444/token",
+    ("https://h.test:8443/hook", "TlsPinnedCertificate", "PEM", "https://h.test:8444/token",
      ["TlsWithCACheck", None]),
     ("https://h.test/hook", "TlsAllowSelfSigned", None, "https://idp.test/token", ["TlsWithCACheck", None]),
     ("http://h.test/hook", "AllowHttp", None, "https://h.test/token", ["TlsWithCACheck", None]),
@@ -372,7 +382,11 @@ def test_failure_keeps_stored_chain(mpo, tmp_path):
     ("https://h.test/hook", "TlsWithCACheck", None, "https://h.test:99999/token", "token_endpoint"),
     ("https://h.test/hook", "TlsWithCACheck", None, "/token", "token_endpoint"),
 ])
-def test_token_endpoint_verification(mpo, url, level, pin, token_url, expect):
+def test_token_endpoint_verification(mpo, pki, url, level, pin, token_url, expect):
+    # The same-origin pin reaches the http layer as DER, whether the definition gave PEM or base64.
+    pin = {"PEM": pki.leaf.pem, "B64": base64.b64encode(pki.leaf.der).decode()}.get(pin, pin)
+    if isinstance(expect, list) and expect[1] == "DER":
+        expect = [expect[0], "der:" + pki.leaf.der.hex()]
     r = mpo.json(f"""
         ep = K.Endpoint()
         d = K.definition(url={url!r}, level={level!r}, pin={pin!r}, tokenEndpoint={token_url!r})

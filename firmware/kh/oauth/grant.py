@@ -12,6 +12,7 @@ _MAX_BODY = const(8192)  # parse at most this much of the answer
 _MAX_TTL = const(86400)
 _HEX = b"0123456789ABCDEF"
 _CA = "TlsWithCACheck"
+_PINNED = "TlsPinnedCertificate"
 
 
 def _fail(what, args=None):
@@ -77,7 +78,11 @@ def policy(definition, token_url):
     if t is None:
         raise _fail("bad_url")
     if t == origin(definition.get("url")):
-        return definition.get("securityLevel"), definition.get("pinnedCertificate")
+        level = definition.get("securityLevel")
+        if level != _PINNED:
+            return level, None
+        from kh.http.der import pin_der  # the http layer takes the pin as DER, like the request
+        return level, pin_der(definition.get("pinnedCertificate"))
     if t[0] != "https":
         raise _fail("plain")
     return _CA, None

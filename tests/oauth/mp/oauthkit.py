@@ -2,6 +2,7 @@
 # the http layer's post_form, a clock the test moves, and small conveniences.
 import json
 import asyncio
+import binascii
 
 from kh.http.errors import FireError
 from kh.store import files
@@ -29,6 +30,8 @@ class Endpoint:
         self.token_type = token_type
 
     async def __call__(self, url, body, level, pin):
+        if isinstance(pin, (bytes, bytearray)):
+            pin = "der:" + binascii.hexlify(pin).decode()
         self.calls.append({"url": url, "body": body.decode(), "level": level, "pin": pin})
         EVENTS.append("post")
         if self.answers:
