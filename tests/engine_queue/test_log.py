@@ -1,0 +1,46 @@
+"""The engine's log ring: bounded, oldest first, redacted by construction."""
+
+from __future__ import annotations
+
+
+def test_ring_keeps_the_last_lines_in_order(micropython):
+    out = micropython.json("""
+import json
+from kh.engine.log import Log
+t = [0]
+log = Log(size=4, clock=lambda: 0, ticks_ms=lambda: t[0])
+for i in range(7):
+    t[0] = i * 1500
+    log.add("r%d" % i, status=200, attempt=1, of=4, ms=12)
+res = {"all": log.lines(), "two": log.lines(2)}
+log.clear()
+res["cleared"] = log.lines()
+print(json.dumps(res))
+""")
+    assert out["all"] == [f'+{i * 1.5:.3f}s "r{i}" status=200 attempt=1/4 ms=12' for i in range(3, 7)]
+    assert out["two"] == out["all"][2:]
+    assert out["cleared"] == []
+
+
+def test_lines_carry_no_free_text(micropython):
+    out = micropython.json(r"""
+import json
+from kh.engine.log import Log, default
+log = Log(size=8, clock=lambda: 1798761600 + 3661)   # 2027-01-01 01:01:01 UTC
+lines = [
+    log.add('evil"\n name\x00' + "x" * 80, code="tls_untrusted"),
+    log.add("r", code="Bearer TOKEN-SECRET\r\nX: y"),
+    log.add("r", note="TOKEN-SECRET"),
+    log.add("r", status=503, attempt=2, of=4, retry_in_ms=2000),
+]
+print(json.dumps({"lines": lines, "same": default() is default()}))
+""")
+    lines = out["lines"]
+    assert lines[0].startswith('2027-01-01 01:01:01 "evil?? name?xxx')
+    assert "\n" not in "".join(lines) and "\x00" not in "".join(lines)
+    assert len(lines[0].split('"')[1]) == 48 and lines[0].endswith('~" error=tls_untrusted')
+    assert lines[1] == '2027-01-01 01:01:01 "r" error=?'  # not a code: not shown at all
+    assert "SECRET" not in "".join(lines)
+    assert lines[2].endswith('"r" ?')
+    assert lines[3].endswith('"r" status=503 attempt=2/4 retry_in_ms=2000')
+    assert out["same"] is True
