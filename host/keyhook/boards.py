@@ -202,6 +202,9 @@ def from_dict(d: dict[str, Any], path: Path) -> Board:
         raise KeyhookError(f"{what}: board format {fmt} is not supported (this keyhook reads format {FORMAT})",
                            hint="update keyhook, or rewrite the file after boards/README.md")
     name = _get(d, "name", what, str)
+    if "chip" not in d:
+        raise KeyhookError(f"{what}: missing field 'chip' (null for the simulated board)",
+                           hint="see boards/README.md for the format")
     chip = _get(d, "chip", what, str, optional=True)
     if chip is not None:
         chip = chip.lower().replace("-", "")

@@ -23,10 +23,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +45,8 @@ log.addHandler(logging.NullHandler())
 KEEP_SOURCE = ("main.py", "boot.py")
 # What the device reads as its board description (pins, name prefix, budget).
 BOARD_INFO = "board.json"
+# Where the trust store lives on the device (`Trust(trust_dir="/ca")` in the firmware).
+TRUST_DIR = "ca"
 # Geometry of MicroPython's littlefs v2 (extmod/vfs_lfs.c defaults, used by the esp32 port's
 # inisetup.py `vfs.VfsLfs2.mkfs(bdev)`); the block size comes from esp32.Partition (4096).
 LFS_READ_SIZE = 32
@@ -186,14 +190,22 @@ def load_roots(bundle: Path | None = None, select: Sequence[str] = ()) -> list[t
     except OSError as e:
         raise KeyhookError(f"cannot read the CA bundle {path}: {e.strerror}",
                            hint="give a PEM file with --ca-bundle, or leave it out to use certifi's") from None
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise KeyhookError(f"{path} holds no PEM certificate", hint="a CA bundle is a concatenation of "
-                           "-----BEGIN CERTIFICATE----- blocks") from None
+    blocks = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S)
     roots = []
-    for c in certs:
+    for block in blocks:
+        with warnings.catch_warnings():
+            # certifi still ships a root or two with a non-positive serial number; cryptography
+            # warns about them but mbedTLS on the device accepts them.
+            warnings.simplefilter("ignore")
+            try:
+                c = x509.load_pem_x509_certificate(block)
+            except ValueError as e:
+                log.warning("skipping a certificate of %s that cannot be parsed: %s", path, e)
+                continue
         roots.append((c.subject.rfc4514_string(), c.public_bytes(Encoding.DER)))
+    if not roots:
+        raise KeyhookError(f"{path} holds no PEM certificate", hint="a CA bundle is a concatenation of "
+                           "-----BEGIN CERTIFICATE----- blocks")
     if not select:
         return roots
     chosen: dict[bytes, str] = {}
@@ -211,19 +223,17 @@ def load_roots(bundle: Path | None = None, select: Sequence[str] = ()) -> list[t
 
 
 def write_trust(ders: list[bytes], stage: Path) -> tuple[dict, list[Path]]:
-    """Write the device trust store under `stage` with the HTTP layer's own writer.
+    """Write the device trust store into `stage/ca/` with the HTTP layer's own writer.
 
+    `keyhook.truststore.write_trust_store` defines the format the firmware's
+    `kh/http/trust.py` reads (one DER file per root, named by subject hash, and index.txt).
     Returns the writer's summary and the files it created.
     """
-    try:
-        from keyhook.truststore import write_trust_store
-    except ImportError:
-        raise KeyhookError("the trust store writer (keyhook.truststore) is missing from this checkout",
-                           hint="build without a trust store: --no-trust") from None
-    before = {p for p in stage.rglob("*") if p.is_file()}
-    info = write_trust_store(ders, stage)
-    after = {p for p in stage.rglob("*") if p.is_file()}
-    return dict(info or {}), sorted(after - before)
+    from keyhook.truststore import write_trust_store
+
+    folder = stage / TRUST_DIR
+    info = write_trust_store(ders, folder)
+    return dict(info or {}), sorted(p for p in folder.rglob("*") if p.is_file())
 
 
 # --- littlefs ---------------------------------------------------------------------------------
@@ -317,11 +327,13 @@ def build(board: Board, out: Path | None = None, *, firmware: Path = FIRMWARE, b
             progress(f"trust store: {len(roots)} roots from {bundle or 'certifi'}")
         trust_info, written = write_trust([d for _s, d in roots], stage)
         trust_info = {"roots": len(roots), "source": str(bundle or default_bundle()),
-                      "select": list(select), **_jsonable(trust_info)}
+                      "select": list(select), "dir": "/" + TRUST_DIR, "count": trust_info.get("count"),
+                      "bytes": trust_info.get("bytes"), "files": trust_info.get("files", [])}
         for p in written:
             data = p.read_bytes()
             files.append(FileEntry(p.relative_to(stage).as_posix(), "trust", len(data), _sha256(data)))
-    info = json.dumps(board.device_info(), separators=(",", ":")).encode()
+    device_info = {**board.device_info(), "trust_dir": "/" + TRUST_DIR if trust else None}
+    info = json.dumps(device_info, separators=(",", ":")).encode()
     (stage / BOARD_INFO).write_bytes(info)
     files.append(FileEntry(BOARD_INFO, "board", len(info), _sha256(info)))
     offset, size = board.vfs_for_flash(flash_size)
@@ -334,15 +346,6 @@ def build(board: Board, out: Path | None = None, *, firmware: Path = FIRMWARE, b
                          trust=trust_info)
     (out / "build.json").write_text(json.dumps(result.summary(), indent=1))
     return result
-
-
-def _jsonable(d: dict) -> dict:
-    try:
-        json.dumps(d)
-        return d
-    except TypeError:
-        return {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else str(v))
-                for k, v in d.items()}
 
 
 def load_result(out: Path) -> dict:
