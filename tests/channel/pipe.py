@@ -56,6 +56,7 @@ class FirmwareDevice:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             cwd=str(self.store.parent))
         self._buf = b""
+        self.state()  # in step: the device has booted (and written its identity)
 
     def stop(self) -> int:
         """Close stdin (the harness exits 0 on EOF) and return the exit status."""
@@ -165,6 +166,7 @@ class PipeLink:
         self.tamper_out = tamper_out
         self.tamper_in = tamper_in
         self.closed = False
+        device.disconnect()  # a new link is a new connection: the device starts a fresh channel
 
     async def send(self, record: bytes) -> None:
         if self.closed:
