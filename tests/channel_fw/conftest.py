@@ -9,11 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fwpipe import FirmwarePipe, PipeLink  # noqa: E402
+from fwpipe import FirmwarePipe  # noqa: E402
 
 from keyhook.keystore import Keystore  # noqa: E402
 
-CODE = "12345678"
+
 
 
 @pytest.fixture
@@ -41,4 +41,4 @@ def make_keystore(tmp_path):
     return lambda name: Keystore(tmp_path / ("keystore-" + name))
 
 
-__all__ = ["CODE", "PipeLink"]
+

@@ -13,6 +13,7 @@ from keyhook.session.errors import LinkClosed, LinkTimeout
 HERE = Path(__file__).resolve().parent
 MP_HELPERS = HERE.parent / "mp"
 PIPE = MP_HELPERS / "channel_pipe.py"
+CODE = "12345678"
 
 
 class FirmwarePipe:
@@ -78,6 +79,9 @@ class FirmwarePipe:
         self._until_done()
 
     def close(self) -> str:
+        """End the process (EOF on its stdin); return what it logged on stderr."""
+        if self.proc.stderr.closed:
+            return ""
         if self.proc.poll() is None:
             self.proc.stdin.close()
             try:
