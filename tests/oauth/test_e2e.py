@@ -1,0 +1,367 @@
+"""OAuth 2.0 end to end: `keyhook fire` (the firmware engine under the MicroPython unix port,
+real mbedTLS) against the local token server and a recording receiver over TLS on 127.0.0.1.
+Each step asserts what the servers received and what the state directory holds afterwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from keyhook import mp
+from keyhook.devpki import make_pki
+from keyhook.paths import UNIX_BOARD
+from keyhook.receiver import Receiver, Respond, server_context
+from keyhook.tokenserver import TokenServer
+from keyhook.truststore import write_trust_store
+
+KEYHOOK = Path(sys.executable).parent / "keyhook"
+
+
+def _cli_has_fire() -> bool:
+    try:
+        from keyhook.cli import cli
+        cli.make_context  # noqa: B018 - the group exists
+        from click.testing import CliRunner
+        return CliRunner().invoke(cli, ["fire", "--help"]).exit_code == 0
+    except Exception:  # noqa: BLE001 - any failure means: not there yet
+        return False
+
+
+USE_CLI = _cli_has_fire()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def trust_dir(pki, tmp_path_factory):
+    d = tmp_path_factory.mktemp("trust")
+    write_trust_store([pki.root.der], d)
+    return d
+
+
+class Fire:
+    """Runs `keyhook fire FILE --state DIR --trust root.pem` (or, until that command exists, the
+    same engine through boards/unix/fire.py) and returns its JSON result."""
+
+    def __init__(self, tmp_path: Path, pki, trust_dir: Path):
+        self.tmp_path = tmp_path
+        self.pki = pki
+        self.trust_dir = trust_dir
+        self.state = tmp_path / "state"
+        self.n = 0
+        self.outputs: list[str] = []
+
+    def __call__(self, webhook: dict, *, trust: bool = True) -> dict:
+        self.n += 1
+        f = self.tmp_path / f"webhook{self.n}.json"
+        f.write_text(json.dumps(webhook))
+        if USE_CLI:
+            cmd = [str(KEYHOOK), "fire", str(f), "--state", str(self.state)]
+            if trust:
+                cmd += ["--trust", str(self.pki.root.cert_path)]
+            p = subprocess.run(cmd, capture_output=True, timeout=120)
+        else:
+            args = [str(f), "--state", str(self.state)]
+            if trust:
+                args += ["--trust-dir", str(self.trust_dir)]
+            else:
+                empty = self.tmp_path / "empty-trust"
+                empty.mkdir(exist_ok=True)
+                args += ["--trust-dir", str(empty)]
+            p = mp.run_micropython(UNIX_BOARD / "fire.py", args, timeout=120)
+        out = p.stdout.decode()
+        self.outputs.append(out + p.stderr.decode())
+        lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+        assert lines, f"no JSON result (exit {p.returncode}):\n{out}\n{p.stderr.decode()}"
+        res = json.loads(lines[-1])
+        assert (p.returncode == 0) == (res["status"] is not None), (p.returncode, res)
+        return res
+
+    def state_file(self) -> dict | None:
+        """The one OAuth state file in the state directory, parsed (None when there is none)."""
+        files = sorted(self.state.rglob("oauth-*.json")) if self.state.exists() else []
+        assert len(files) <= 1, files
+        return json.loads(files[0].read_text()) if files else None
+
+    def assert_no_secret(self, *secrets: str) -> None:
+        for out in self.outputs:
+            for s in secrets:
+                assert s not in out, "a token appeared in keyhook fire's output"
+
+
+@pytest.fixture
+def fire(tmp_path, pki, trust_dir) -> Fire:
+    return Fire(tmp_path, pki, trust_dir)
+
+
+@pytest.fixture
+def started():
+    """Start servers through this; all are stopped at the end of the test."""
+    running = []
+
+    def start(server):
+        server.start()
+        running.append(server)
+        return server
+
+    yield start
+    for s in running:
+        s.stop()
+
+
+def tls_token_server(pki, name="leaf", **kw) -> TokenServer:
+    item = getattr(pki, name)
+    chain = item.chain_path if item.chain else item.cert_path
+    return TokenServer(certfile=chain, keyfile=item.key_path, **kw)
+
+
+def webhook(url: str, token_url: str, level="TlsWithCACheck", refresh="rt-initial", **extra) -> dict:
+    auth = {"apiAuthenticationType": "OAuth2IssuedRefreshToken", "refreshToken": refresh,
+            "tokenEndpoint": token_url, "clientId": "keyhook-test", "scope": "hooks offline_access"}
+    auth.update(extra.pop("auth", {}))
+    d = {"method": "Post", "url": url, "securityLevel": level, "timeout": 5000,
+         "body": {"contentType": "application/json", "content": "{\"open\": true}"},
+         "authentication": auth}
+    d.update(extra)
+    return {"functionName": "Open garage", "definition": d}
+
+
+def bearer(req) -> str | None:
+    return req.header("Authorization")
+
+
+# -- rotation and caching ---------------------------------------------------------------------
+
+def test_refresh_rotation_and_cache_across_runs(fire, pki, started):
+    ts = started(tls_token_server(pki, rotate=True, expires_in=3600, client_id="keyhook-test"))
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
+    wh = webhook(rx.url("/hook"), ts.token_url)
+
+    r1 = fire(wh)
+    assert (r1["status"], r1["error"]) == (200, None)
+    rx.settle()
+    at1 = ts.issued_access_tokens[0]
+    assert [bearer(q) for q in rx.requests] == [f"Bearer {at1}"]
+    # The device redeemed the definition's token with a proper form, over TLS.
+    g = ts.token_requests
+    assert len(g) == 1 and g[0].tls
+    assert g[0].headers["content-type"] == "application/x-www-form-urlencoded"
+    assert g[0].form == {"grant_type": "refresh_token", "refresh_token": "rt-initial",
+                         "client_id": "keyhook-test", "scope": "hooks offline_access"}
+    st = fire.state_file()
+    assert st["rt"] == ts.current_refresh_token != "rt-initial"
+    assert st["at"] == at1
+
+    # A new run with the same state: the cached access token, no grant.
+    r2 = fire(wh)
+    assert r2["status"] == 200
+    rx.settle()
+    assert [bearer(q) for q in rx.requests] == [f"Bearer {at1}"] * 2
+    assert len(ts.token_requests) == 1
+    assert fire.state_file() == st
+
+    fire.assert_no_secret(at1, "rt-initial", ts.current_refresh_token)
+
+
+def test_expired_access_token_is_refreshed_with_the_rotated_token(fire, pki, started):
+    ts = started(tls_token_server(pki, rotate=True, expires_in=1))
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
+    wh = webhook(rx.url("/hook"), ts.token_url)
+    assert fire(wh)["status"] == 200
+    rt1 = ts.current_refresh_token
+    assert fire.state_file()["rt"] == rt1
+    time.sleep(2.1)  # let the 1-second access token expire (a state change, not a timing check)
+    assert fire(wh)["status"] == 200
+    rx.settle()
+    at1, at2 = ts.issued_access_tokens
+    assert [bearer(q) for q in rx.requests] == [f"Bearer {at1}", f"Bearer {at2}"]
+    # The second grant redeemed the rotated token; the state now holds the next one.
+    assert [q.form["refresh_token"] for q in ts.token_requests] == ["rt-initial", rt1]
+    st = fire.state_file()
+    assert (st["rt"], st["at"]) == (ts.current_refresh_token, at2)
+
+
+def test_no_expires_in_uses_the_definition_hint(fire, pki, started):
+    ts = started(tls_token_server(pki, expires_in=None))
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
+    wh = webhook(rx.url("/hook"), ts.token_url, auth={"expiresIn": 0})
+    assert fire(wh)["status"] == 200
+    assert fire(wh)["status"] == 200
+    # expiresIn 0: never cached, so each fire redeemed (the refresh token did not rotate).
+    assert [q.form["refresh_token"] for q in ts.token_requests] == ["rt-initial", "rt-initial"]
+    assert "rt" not in fire.state_file()
+
+
+def test_new_definition_token_starts_a_new_chain(fire, pki, started):
+    ts = started(tls_token_server(pki, refresh_token="first", rotate=True))
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
+    assert fire(webhook(rx.url(), ts.token_url, refresh="first"))["status"] == 200
+    # The integrator re-authorised and pushed a new refresh token (here: one the server knows).
+    ts._valid_refresh.add("second")
+    assert fire(webhook(rx.url(), ts.token_url, refresh="second"))["status"] == 200
+    assert [q.form["refresh_token"] for q in ts.token_requests] == ["first", "second"]
+    assert fire.state_file()["rt"] == ts.current_refresh_token
+
+
+# -- 401 --------------------------------------------------------------------------------------
+
+def test_401_refreshes_once_and_retries(fire, pki, started):
+    # The token server is also the resource (same origin): it rejects revoked tokens with 401.
+    ts = started(tls_token_server(pki, rotate=True))
+    wh = webhook(ts.resource_url, ts.token_url)
+    r1 = fire(wh)
+    assert (r1["status"], r1["retried_401"]) == (200, False)
+    at1 = ts.issued_access_tokens[0]
+    rt1 = ts.current_refresh_token
+    ts.revoke_access_tokens()  # e.g. the resource server rolled its keys
+
+    r2 = fire(wh)
+    assert (r2["status"], r2["retried_401"], r2["error"]) == (200, True, None)
+    at2 = ts.issued_access_tokens[1]
+    assert [r.authorization for r in ts.resource_requests] == [f"Bearer {at1}"] * 2 + [f"Bearer {at2}"]
+    assert [r.status for r in ts.resource_requests] == [200, 401, 200]
+    assert [q.form["refresh_token"] for q in ts.token_requests] == ["rt-initial", rt1]
+    st = fire.state_file()
+    assert (st["rt"], st["at"]) == (ts.current_refresh_token, at2)
+    fire.assert_no_secret(at1, at2, rt1, ts.current_refresh_token)
+
+
+def test_401_twice_is_reported_not_looped(fire, pki, started):
+    ts = started(tls_token_server(pki))
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path),
+                          respond=Respond(status=401, reason="Unauthorized", body=b"no")))
+    r = fire(webhook(rx.url(), ts.token_url))
+    assert (r["status"], r["retried_401"], r["error"]) == (401, True, None)
+    rx.settle()
+    at1, at2 = ts.issued_access_tokens
+    assert [bearer(q) for q in rx.requests] == [f"Bearer {at1}", f"Bearer {at2}"]
+    assert len(ts.token_requests) == 2
+
+
+# -- token endpoint failures: nothing reaches the resource server -----------------------------
+
+@pytest.mark.parametrize("mode, words", [
+    ("invalid_grant", ["HTTP 400", "invalid_grant"]),
+    ("invalid_client", ["HTTP 401", "invalid_client", "clientId"]),
+    ("500", ["HTTP 500"]),
+    ("garbage", ["not a JSON object"]),
+])
+def test_token_endpoint_failure_sends_nothing(fire, pki, started, mode, words):
+    ts = started(tls_token_server(pki, fail=mode))
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
+    r = fire(webhook(rx.url(), ts.token_url))
+    assert (r["error"], r["status"], r["sent"]) == ("token_endpoint", None, False)
+    for w in words:
+        assert w in r["message"]
+    rx.settle()
+    assert rx.connections == [] and rx.received == b""
+    assert len(ts.token_requests) == 1
+    assert fire.state_file() is None
+    fire.assert_no_secret("rt-initial")
+
+
+def test_failure_after_rotation_keeps_the_chain(fire, pki, started):
+    ts = started(tls_token_server(pki, rotate=True, expires_in=1))
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
+    wh = webhook(rx.url(), ts.token_url)
+    assert fire(wh)["status"] == 200
+    before = fire.state_file()
+    time.sleep(2.1)
+    ts.fail = "500"
+    r = fire(wh)
+    assert (r["error"], r["sent"]) == ("token_endpoint", False)
+    assert fire.state_file() == before  # the rotated refresh token is still there
+    ts.fail = None
+    assert fire(wh)["status"] == 200
+    assert ts.token_requests[-1].form["refresh_token"] == before["rt"]
+    rx.settle()
+    assert len(rx.requests) == 2
+
+
+def test_unreachable_token_endpoint(fire, pki, started):
+    ts = tls_token_server(pki).start()
+    url = ts.token_url
+    ts.stop()  # nothing listens there now
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
+    r = fire(webhook(rx.url(), url))
+    assert (r["error"], r["sent"]) == ("token_endpoint", False)
+    assert "could not reach the token endpoint" in r["message"]
+    rx.settle()
+    assert rx.received == b""
+
+
+# -- how the token endpoint is verified --------------------------------------------------------
+
+def test_same_origin_uses_the_requests_level(fire, pki, started):
+    # A self-signed server that is both token endpoint and resource, fired with
+    # TlsAllowSelfSigned: the grant goes out under that level too.
+    ts = started(tls_token_server(pki, name="self_signed"))
+    r = fire(webhook(ts.resource_url, ts.token_url, level="TlsAllowSelfSigned"), trust=False)
+    assert (r["status"], r["error"]) == (200, None)
+    assert len(ts.token_requests) == 1
+    assert ts.resource_requests[0].authorization == f"Bearer {ts.issued_access_tokens[0]}"
+
+
+def test_other_origin_is_verified_against_the_trust_store(fire, pki, started):
+    # The same self-signed token endpoint, but the request goes elsewhere: the token endpoint
+    # must pass TlsWithCACheck, fails, and neither server receives a byte of a request.
+    ts = started(tls_token_server(pki, name="self_signed"))
+    rx = started(Receiver(tls=server_context(pki.self_signed.cert_path, pki.self_signed.key_path)))
+    r = fire(webhook(rx.url(), ts.token_url, level="TlsAllowSelfSigned"))
+    assert (r["error"], r["sent"]) == ("token_endpoint", False)
+    assert "tls_untrusted" in r["message"]
+    rx.settle()
+    assert ts.requests == [] and rx.received == b""
+
+
+def test_same_origin_pinned_leaf(fire, pki, started):
+    # Pinned leaf, no trust store: the token endpoint on the same origin is accepted by the pin.
+    ts = started(tls_token_server(pki))
+    wh = webhook(ts.resource_url, ts.token_url, level="TlsPinnedCertificate",
+                 pinnedCertificate=pki.leaf.pem)
+    r = fire(wh, trust=False)
+    assert (r["status"], r["error"]) == (200, None)
+    assert len(ts.token_requests) == 1
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_other_host_name_is_another_origin(fire, pki, started, trusted):
+    # Same server, but the token URL says localhost and the request 127.0.0.1: another origin,
+    # so the pin does not apply to it; it needs the CA in the trust store.
+    ts = started(tls_token_server(pki))
+    wh = webhook(ts.resource_url, ts.origin_for("localhost") + "/oauth2/token",
+                 level="TlsPinnedCertificate", pinnedCertificate=pki.leaf.pem)
+    r = fire(wh, trust=trusted)
+    if trusted:
+        assert (r["status"], r["error"]) == (200, None)
+        assert len(ts.token_requests) == 1
+    else:
+        assert (r["error"], r["sent"]) == ("token_endpoint", False)
+        assert "tls_untrusted" in r["message"]
+        assert ts.requests == []
+
+
+def test_plain_http_token_endpoint_on_another_origin_is_refused(fire, pki, started):
+    ts = started(TokenServer())
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
+    r = fire(webhook(rx.url(), ts.token_url))
+    assert (r["error"], r["sent"]) == ("token_endpoint", False)
+    assert "plain http" in r["message"]
+    rx.settle()
+    assert ts.requests == [] and rx.received == b""
+
+
+def test_plain_http_same_origin_with_allow_http(fire, started):
+    ts = started(TokenServer(rotate=True))
+    r = fire(webhook(ts.resource_url, ts.token_url, level="AllowHttp"), trust=False)
+    assert (r["status"], r["error"]) == (200, None)
+    assert not ts.token_requests[0].tls
+    assert fire.state_file()["rt"] == ts.current_refresh_token
