@@ -101,8 +101,8 @@ class Device:
 
     # called by a channel once the app's confirmation checked out
     def add_pairing(self, app_id, pk, via_window):
-        # the first pairing (made with the setup code) is the admin
-        admin = not self.paired() and not via_window
+        # the pairing made with the setup code is the admin; re-pairing keeps the flag
+        admin = (not self.paired() and not via_window) or self._pairings.is_admin(app_id)
         self._pairings.put(app_id, pk, admin)
         if via_window:
             self._window = None
