@@ -16,6 +16,11 @@
 # half of the bytes are programmed, or the first half of the block is erased), like a program or
 # erase cut short. After a cut the device stays "off": every later modification raises too,
 # until reboot(), so a `with open(...)` block that tries to close cannot write anything more.
+#
+# Each mount talks to the flash through its own port object. reboot() disconnects the old port
+# for good: file objects the cut left open belong to the old filesystem, and when the garbage
+# collector finalises them later (closing them writes), that goes nowhere, as it would on a
+# real device whose RAM was lost. `bd` stays the same object across reboots (arm, count).
 import os
 
 _EIO = 5
@@ -145,6 +150,35 @@ class FileBlockDev(RamBlockDev):
         self._f.close()
 
 
+class _Port:
+    # What one mounted filesystem sees of the flash; dead after a reboot (no allocation there:
+    # finalisers run with the heap locked).
+    def __init__(self, chip):
+        self.chip = chip
+        self.live = True
+
+    def readblocks(self, block, buf, off=0):
+        if self.live:
+            self.chip.readblocks(block, buf, off)
+
+    def writeblocks(self, block, buf, off=None):
+        if self.live:
+            self.chip.writeblocks(block, buf, off)
+
+    def ioctl(self, op, arg):
+        if self.live:
+            return self.chip.ioctl(op, arg)
+        return 0
+
+
+def _attach(bd, mount_point):
+    old = getattr(bd, "_port", None)
+    if old is not None:
+        old.live = False
+    bd._port = _Port(bd)
+    os.mount(os.VfsLfs2(bd._port), mount_point)
+
+
 def blank(bd):
     buf = bytearray(16)
     bd.readblocks(0, buf, 0)
@@ -158,7 +192,7 @@ def mount(bd, mount_point, mkfs=None):
     # Mount littlefs v2 from bd at mount_point; format first when blank (or when mkfs is True).
     if mkfs or (mkfs is None and blank(bd)):
         os.VfsLfs2.mkfs(bd)
-    os.mount(os.VfsLfs2(bd), mount_point)
+    _attach(bd, mount_point)
 
 
 def umount(mount_point):
@@ -170,9 +204,11 @@ def umount(mount_point):
 
 def reboot(bd, mount_point):
     # Power back on: forget the old filesystem object, mount the same bytes afresh.
-    bd.disarm()
     umount(mount_point)
-    os.mount(os.VfsLfs2(bd), mount_point)
+    if getattr(bd, "_port", None) is not None:
+        bd._port.live = False
+    bd.disarm()
+    _attach(bd, mount_point)
 
 
 def count(bd, fn):
@@ -200,9 +236,10 @@ def sweep(bd, mount_point, prepare, update, check, torn=False, limit=0):
         points = sorted(set(int(i * step + 0.5) + 1 for i in range(limit)))
     for k in points:
         umount(mount_point)
+        bd._port.live = False
         bd.disarm()
         bd.restore(base)
-        os.mount(os.VfsLfs2(bd), mount_point)
+        _attach(bd, mount_point)
         bd.arm(k, torn)
         try:
             update()
