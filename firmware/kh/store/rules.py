@@ -27,7 +27,9 @@ from kh.store.errors import StoreError
 from kh.store.schema import validate
 
 MAX_RULES = const(32)
+_ENOSPC = const(28)
 _FILE = "rules.jsonl"
+_STAGE = "rules.stage" + files.TMP
 
 
 def _path():
@@ -142,16 +144,55 @@ def _write_line(out, head, rule):
     out.write(b"\n")
 
 
-def _rewrite(put_heads, put_rules, drop):
+def _check(rules, seen):
+    # Validate a list of rules (names must be new to `seen`); fill in the defaults that are
+    # stored (events, securityLevel). Returns their headers. Nothing is written.
+    if isinstance(rules, dict):
+        rules = [rules]
+    if not isinstance(rules, list) or not rules:
+        raise StoreError("invalid_rule", "give one rule (an object) or a non-empty list of rules")
+    if len(rules) + len(seen) > MAX_RULES:
+        raise StoreError("too_many", "the device holds at most %d rules; this put has %d"
+                         % (MAX_RULES, len(rules) + len(seen)))
+    heads = []
+    for r in rules:
+        h = validate(r)
+        if h["n"] in seen:
+            raise StoreError("invalid_rule", "rule %s appears twice; functionName must be unique"
+                             % json.dumps(h["n"]))
+        seen.add(h["n"])
+        heads.append(h)
+    for i in range(len(rules)):
+        r = rules[i]
+        if "events" not in r:
+            r["events"] = heads[i]["e"]
+        if "securityLevel" not in r["definition"]:
+            r["definition"]["securityLevel"] = heads[i]["l"]
+    return rules, heads
+
+
+class _InRam:
+    # New rules of one put, held in RAM.
+    def __init__(self, rules, heads):
+        self.rules = rules
+        self.heads = heads
+        self.names = [h["n"] for h in heads]
+
+    def write(self, out, i):
+        _write_line(out, self.heads[i], self.rules[i])
+
+
+def _rewrite(new, drop):
     # Copy the store into the temp file with the change applied, then rename it over the store.
-    # put_heads/put_rules: parallel lists of new rules; drop: names to delete. Returns the
-    # number of stored rules matched by put or drop (replaced or deleted).
+    # new: the rules to put (.names, .write(out, i)), or None; drop: names to delete. Returns
+    # the number of stored rules replaced or deleted.
     path = _path()
     tmp = path + files.TMP
+    names = new.names if new else ()
     by_name = {}
-    for i in range(len(put_heads)):
-        by_name[put_heads[i]["n"]] = i
-    done = bytearray(len(put_heads))
+    for i in range(len(names)):
+        by_name[names[i]] = i
+    done = bytearray(len(names))
     matched = 0
     found = set()
     n = 0
@@ -162,7 +203,7 @@ def _rewrite(put_heads, put_rules, drop):
                 i = by_name.get(name)
                 if i is not None:
                     if not done[i]:
-                        _write_line(out, put_heads[i], put_rules[i])
+                        new.write(out, i)
                         done[i] = 1
                         n += 1
                     matched += 1
@@ -172,9 +213,9 @@ def _rewrite(put_heads, put_rules, drop):
                 else:
                     out.write(line)
                     n += 1
-            for i in range(len(put_heads)):
+            for i in range(len(names)):
                 if not done[i]:
-                    _write_line(out, put_heads[i], put_rules[i])
+                    new.write(out, i)
                     n += 1
             if n > MAX_RULES:
                 raise StoreError("too_many", "the device holds at most %d rules; this change would "
@@ -189,7 +230,7 @@ def _rewrite(put_heads, put_rules, drop):
         raise
     except OSError as e:
         files.remove(tmp)  # without power this fails too; store.use() clears it at the next boot
-        if e.args and e.args[0] == 28:  # ENOSPC
+        if e.args and e.args[0] == _ENOSPC:
             raise StoreError("no_space", "the flash is full; delete some rules or shorten them")
         raise
     return matched
@@ -197,26 +238,76 @@ def _rewrite(put_heads, put_rules, drop):
 
 def put(rules):
     # Store one rule (a dict) or many (a list), all or none; a rule whose functionName is stored
-    # already is replaced in place. Returns the list of stored names, in the order given.
-    if isinstance(rules, dict):
-        rules = [rules]
-    if not isinstance(rules, list) or not rules:
-        raise StoreError("invalid_rule", "give one rule (an object) or a non-empty list of rules")
-    if len(rules) > MAX_RULES:
-        raise StoreError("too_many", "the device holds at most %d rules; this put has %d" % (MAX_RULES, len(rules)))
-    heads = []
-    seen = set()
-    for r in rules:
-        h = validate(r)
-        if h["n"] in seen:
-            raise StoreError("invalid_rule", "rule %s appears twice; functionName must be unique"
-                             % json.dumps(h["n"]))
-        seen.add(h["n"])
-        if "events" not in r:
-            r["events"] = h["e"]
-        heads.append(h)
-    _rewrite(heads, rules, ())
-    return [h["n"] for h in heads]
+    # already is replaced in place, new ones are appended. Returns the names, in the order given.
+    rules, heads = _check(rules, set())
+    new = _InRam(rules, heads)
+    _rewrite(new, ())
+    return new.names
+
+
+class Stage:
+    # A put that arrives in parts (a push larger than one message): each part is validated and
+    # appended to rules.stage.tmp, and only commit() changes the store, all at once, like one
+    # put. abort(), a refused part, or a reboot (store.use() removes *.tmp files) leaves the
+    # store as it was. RAM holds the staged names and offsets, not the rules.
+    #   st = rules.Stage(); st.add(part1); st.add(part2); st.commit()
+    def __init__(self):
+        self._path = store.path(_STAGE)
+        self._f = open(self._path, "wb")
+        self._seen = set()
+        self.names = []
+        self._spans = []  # (offset, length) of each staged line
+
+    def add(self, rules):
+        if self._f is None:
+            raise StoreError("invalid_rule", "this staged put is finished; start a new one")
+        try:
+            rules, heads = _check(rules, self._seen)
+        except StoreError:
+            self.abort()
+            raise
+        try:
+            for i in range(len(rules)):
+                start = self._f.tell()
+                _write_line(self._f, heads[i], rules[i])
+                self._spans.append((start, self._f.tell() - start))
+                self.names.append(heads[i]["n"])
+        except OSError as e:
+            self.abort()
+            if e.args and e.args[0] == _ENOSPC:
+                raise StoreError("no_space", "the flash is full; delete some rules or shorten them")
+            raise
+        return len(self.names)
+
+    def write(self, out, i):
+        off, size = self._spans[i]
+        self._r.seek(off)
+        out.write(self._r.read(size))
+
+    def commit(self):
+        if self._f is None:
+            raise StoreError("invalid_rule", "this staged put is finished; start a new one")
+        if not self.names:
+            self.abort()
+            raise StoreError("invalid_rule", "nothing was staged; give at least one rule")
+        self._f.close()
+        self._f = None
+        self._r = open(self._path, "rb")
+        try:
+            _rewrite(self, ())
+        finally:
+            self._r.close()
+            files.remove(self._path)
+        return self.names
+
+    def abort(self):
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            self._f = None
+        files.remove(self._path)
 
 
 def delete(names):
@@ -230,7 +321,7 @@ def delete(names):
         if not isinstance(n, str):
             raise StoreError("invalid_rule", "a functionName must be a string")
     drop = set(names)
-    _rewrite([], [], drop)
+    _rewrite(None, drop)
     return len(drop)
 
 
@@ -238,3 +329,4 @@ def clear():
     # Delete every rule (one atomic remove).
     files.remove(_path())
     files.remove(_path() + files.TMP)
+    files.remove(store.path(_STAGE))

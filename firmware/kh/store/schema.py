@@ -101,16 +101,34 @@ def _valid_host(host):
     return True
 
 
+def _der_whole(der):
+    # One DER SEQUENCE that spans exactly the bytes given.
+    if len(der) < 64 or der[0] != 0x30:
+        return False
+    n = der[1]
+    if n < 0x80:
+        return 2 + n == len(der)
+    k = n & 0x7F
+    if not 0 < k <= 3:
+        return False
+    size = 0
+    for i in range(k):
+        size = (size << 8) | der[2 + i]
+    return 2 + k + size == len(der)
+
+
 def _pin_ok(pin):
-    # PEM or base64 DER of a certificate: decodes, and starts as a DER SEQUENCE does.
+    # PEM or base64 DER of one certificate (as kh/http/der.py reads it).
     import binascii
     text = pin.strip()
-    if text.startswith("-----BEGIN CERTIFICATE-----"):
+    if text.startswith("-----BEGIN"):
+        if not text.startswith("-----BEGIN CERTIFICATE-----"):
+            return False
         end = text.find("-----END CERTIFICATE-----")
         if end < 0:
             return False
         text = text[27:end]
-    b64 = "".join(text.split())
+    b64 = "".join(text.replace("\\n", "").split())
     if not b64 or len(b64) % 4:
         return False
     for c in b64:
@@ -120,7 +138,7 @@ def _pin_ok(pin):
         der = binascii.a2b_base64(b64)
     except ValueError:
         return False
-    return len(der) > 64 and der[0] == 0x30
+    return _der_whole(der)
 
 
 def _header_ok(k, v):
