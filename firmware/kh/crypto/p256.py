@@ -187,8 +187,9 @@ def _scalar(k):
 
 def mul(k, pt, table=None):
     # k * pt (affine in, affine out; None for the identity)
+    # (pt may be None when a table is given)
     k = _scalar(k)
-    if k == 0 or pt is None:
+    if k == 0 or (pt is None and table is None):
         return None
     return _mul_tables(((k, table or _table(pt)),))
 
