@@ -223,8 +223,16 @@ def image_for(board: Board, *, image_path: Path | None, micropython: Path | None
         raise KeyhookError("give exactly one of --image OUT.bin or --micropython FIRMWARE.bin")
     if image_path is not None:
         data = kimage.read_file(image_path, "image")
-        # A merged image starts with the release image: check it the same way `image` does.
-        kimage.inspect_release(board, data[:board.vfs_for_flash(flash_size)[0] - board.image_offset], flash_size)
+        # A merged image starts with the release image: check it the same way `image` does,
+        # and check that the littlefs part is the partition's size for this flash size.
+        vfs_offset, vfs_size = board.vfs_for_flash(flash_size)
+        head = vfs_offset - board.image_offset
+        kimage.inspect_release(board, data[:head], flash_size)
+        if len(data) != head + vfs_size:
+            have = len(data) - head
+            raise KeyhookError(
+                f"{image_path} holds {have} bytes of file system, the partition at {vfs_offset:#x} needs {vfs_size}",
+                hint="make the image again with `keyhook image` for this board (and the same --flash-size)")
         return data
     mp = kimage.read_file(micropython, "MicroPython image")
     kimage.inspect_release(board, mp, flash_size)
