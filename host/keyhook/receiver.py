@@ -244,6 +244,13 @@ class Receiver:
                 return None, buf, False
             self._record(conn, chunk)
             buf += chunk
+            if not buf[:1].isalpha():  # not HTTP (a TLS ClientHello, say): answer like a real server
+                try:
+                    sock.sendall(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+                conn.closed_by = "server"
+                return None, b"", False
         head, _, rest = buf.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
