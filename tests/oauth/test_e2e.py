@@ -4,6 +4,7 @@ Each step asserts what the servers received and what the state directory holds a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -85,8 +86,12 @@ class Fire:
         assert (p.returncode == 0) == (res["status"] is not None), (p.returncode, res)
         return res
 
-    def state_file(self) -> dict | None:
-        """The one OAuth state file in the state directory, parsed (None when there is none)."""
+    def state_file(self, wh: dict | None = None) -> dict | None:
+        """The OAuth state of `wh`'s token chain (without `wh`: the only one in the state
+        directory), parsed; None when there is none."""
+        if wh is not None:
+            f = self.state / f"oauth-{chain_fingerprint(wh)}.json"
+            return json.loads(f.read_text()) if f.exists() else None
         files = sorted(self.state.rglob("oauth-*.json")) if self.state.exists() else []
         assert len(files) <= 1, files
         return json.loads(files[0].read_text()) if files else None
@@ -95,6 +100,16 @@ class Fire:
         for out in self.outputs:
             for s in secrets:
                 assert s not in out, "a token appeared in keyhook fire's output"
+
+
+def chain_fingerprint(wh: dict) -> str:
+    """The firmware's chain fingerprint (kh/oauth/tokens.py), computed independently."""
+    a = wh["definition"]["authentication"]
+    h = hashlib.sha256(b"kh-oauth-chain1")
+    for part in (a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"),
+                 a.get("clientId"), a.get("scope")):
+        h.update(b"\0" + (str(part).encode() if part else b""))
+    return h.digest()[:8].hex()
 
 
 @pytest.fixture
@@ -203,12 +218,18 @@ def test_no_expires_in_uses_the_definition_hint(fire, pki, started):
 def test_new_definition_token_starts_a_new_chain(fire, pki, started):
     ts = started(tls_token_server(pki, refresh_token="first", rotate=True))
     rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
-    assert fire(webhook(rx.url(), ts.token_url, refresh="first"))["status"] == 200
+    first = webhook(rx.url(), ts.token_url, refresh="first")
+    assert fire(first)["status"] == 200
+    rt1 = ts.current_refresh_token
+    assert fire.state_file(first)["rt"] == rt1
     # The integrator re-authorised and pushed a new refresh token (here: one the server knows).
     ts._valid_refresh.add("second")
-    assert fire(webhook(rx.url(), ts.token_url, refresh="second"))["status"] == 200
+    second = webhook(rx.url(), ts.token_url, refresh="second")
+    assert fire(second)["status"] == 200
+    # The stored rt1 did not win over the new definition token: a new chain started from it.
     assert [q.form["refresh_token"] for q in ts.token_requests] == ["first", "second"]
-    assert fire.state_file()["rt"] == ts.current_refresh_token
+    assert fire.state_file(second)["rt"] == ts.current_refresh_token
+    assert fire.state_file(first)["rt"] == rt1  # the old chain's file (pruned on a device)
 
 
 # -- 401 --------------------------------------------------------------------------------------
@@ -317,7 +338,7 @@ def test_other_origin_is_verified_against_the_trust_store(fire, pki, started):
     rx = started(Receiver(tls=server_context(pki.self_signed.cert_path, pki.self_signed.key_path)))
     r = fire(webhook(rx.url(), ts.token_url, level="TlsAllowSelfSigned"))
     assert (r["error"], r["sent"]) == ("token_endpoint", False)
-    assert "tls_untrusted" in r["message"]
+    assert "tls_untrusted" in r["message"] and "another origin" in r["message"]
     rx.settle()
     assert ts.requests == [] and rx.received == b""
 

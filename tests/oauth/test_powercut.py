@@ -27,7 +27,7 @@ def test_rotation_survives_power_cut_at_every_write(mpo, torn):
             K.run(Tokens("/flash/st", clock=clock).header(d, "k", ep))
 
         def check(k):
-            e = K.stored("/flash/st", "k")
+            e = K.stored("/flash/st")
             # What the rebooted device redeems next, and whether it can still fire.
             ep = K.Endpoint(rotate=True)
             ep.n = 10

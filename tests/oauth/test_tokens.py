@@ -124,7 +124,7 @@ def test_expiry_hint_and_default(mpo):
         clock = K.Clock(1000000)
         t = Tokens(None, clock=clock)
         ep = K.Endpoint(ttl=None)
-        hinted = K.definition(expiresIn=100)
+        hinted = K.definition(expiresIn=100, refreshToken="H")
         plain = K.definition()
         a = [K.run(t.header(hinted, "h", ep))]
         b = [K.run(t.header(plain, "p", ep))]
@@ -179,12 +179,53 @@ def test_state_dir_reused_across_instances(mpo, tmp_path):
         d = K.definition()
         a = K.run(Tokens("{tmp_path}/st", clock=clock).header(d, "Open garage", ep))
         b = K.run(Tokens("{tmp_path}/st", clock=clock).header(d, "Open garage", ep))
-        c = K.run(Tokens("{tmp_path}/st", clock=clock).header(d, "other rule", ep))
+        c = K.run(Tokens("{tmp_path}/st", clock=clock).header(K.definition(refreshToken="X"), "Other", ep))
         K.out([a, b, c, len(ep.calls)])
     """)
     assert r == ["Bearer AT1", "Bearer AT1", "Bearer AT2", 2]
     files = sorted(p.name for p in (tmp_path / "st").iterdir())
     assert len(files) == 2 and all(f.startswith("oauth-") and f.endswith(".json") for f in files)
+    # The file names reveal nothing of the tokens.
+    for f in files:
+        assert "RT0" not in f and "X" not in f[6:-5]
+
+
+def test_rules_sharing_a_refresh_token_share_the_chain(mpo, tmp_path):
+    # Two rules registered with the same refresh token: when one rotates it, the other must
+    # not redeem the retired token (an identity provider may then revoke the whole family).
+    r = mpo.json(f"""
+        clock = K.Clock(1000000)
+        ep = K.Endpoint(rotate=True, ttl=60)
+        t = Tokens("{tmp_path}/st", clock=clock)
+        d1 = K.definition(url="https://a.test/one")
+        d2 = K.definition(url="https://a.test/two")
+        h = [K.run(t.header(d1, "one", ep)), K.run(t.header(d2, "two", ep))]
+        clock.t += 120
+        h.append(K.run(Tokens("{tmp_path}/st", clock=clock).header(d2, "two", ep)))
+        h.append(K.run(Tokens("{tmp_path}/st", clock=clock).header(d1, "one", ep)))
+        K.out([h, [c["body"] for c in ep.calls]])
+    """)
+    headers, bodies = r
+    assert headers == ["Bearer AT1", "Bearer AT1", "Bearer AT2", "Bearer AT2"]
+    assert [form(b)["refresh_token"] for b in bodies] == ["RT0", "RT1"]
+
+
+def test_prune_removes_chains_no_rule_uses(mpo, tmp_path):
+    r = mpo.json(f"""
+        import os
+        st = "{tmp_path}/st"
+        t = Tokens(st)
+        ep = K.Endpoint(rotate=True)
+        old, new = K.definition(refreshToken="OLD"), K.definition(refreshToken="NEW")
+        K.run(t.header(old, "k", ep))
+        K.run(t.header(new, "k", ep))
+        before = len(os.listdir(st))
+        n = t.prune([new, K.definition(apiAuthenticationType="None")])
+        after = K.stored(st)
+        h = K.run(t.header(new, "k", ep))
+        K.out([before, n, after["rt"], h, len(ep.calls)])
+    """)
+    assert r == [2, 1, "RT2", "Bearer AT2", 2]
 
 
 def test_rotation_stored_before_use_and_newest_token_wins(mpo, tmp_path):
@@ -195,10 +236,10 @@ def test_rotation_stored_before_use_and_newest_token_wins(mpo, tmp_path):
         ep = K.Endpoint(rotate=True, ttl=60)
         d = K.definition()
         K.EVENTS.append("used:" + K.run(Tokens(st, clock=clock).header(d, "k", ep)))
-        after1 = K.stored(st, "k")["rt"]
+        after1 = K.stored(st)["rt"]
         clock.t += 100
         K.EVENTS.append("used:" + K.run(Tokens(st, clock=clock).header(d, "k", ep)))
-        after2 = K.stored(st, "k")["rt"]
+        after2 = K.stored(st)["rt"]
         K.out([K.EVENTS, after1, after2, [c["body"] for c in ep.calls]])
     """)
     events, after1, after2, bodies = r
@@ -222,7 +263,7 @@ def test_rotated_token_not_used_when_it_cannot_be_stored(mpo, tmp_path):
         first = K.error(t.header(d, "k", ep))
         files.write_atomic = real
         second = K.error(t.header(d, "k", ep))
-        K.out([first, second, [c["body"] for c in ep.calls], K.stored("{tmp_path}/st", "k")])
+        K.out([first, second, [c["body"] for c in ep.calls], K.stored("{tmp_path}/st")])
     """)
     first, second, bodies, stored = r
     assert first["code"] == "storage" and "AT1" not in first["message"] and "RT1" not in first["message"]
@@ -272,7 +313,7 @@ def test_after_401_forces_one_refresh(mpo, tmp_path):
         a = K.run(t.header(d, "k", ep))
         b = K.run(t.after_401(d, "k", ep))
         c = K.run(t.header(d, "k", ep))       # the refreshed token is now the cached one
-        K.out([[a, b, c], [c["body"] for c in ep.calls], K.stored("{tmp_path}/st", "k")["rt"]])
+        K.out([[a, b, c], [c["body"] for c in ep.calls], K.stored("{tmp_path}/st")["rt"]])
     """)
     headers, bodies, rt = r
     assert headers == ["Bearer AT1", "Bearer AT2", "Bearer AT2"]

@@ -152,6 +152,9 @@ async def redeem(definition, auth, url, refresh_token, post_form):
     try:
         status, answer = await post_form(url, body, level, pin)
     except FireError as e:
+        if pin is None and level == _CA and definition.get("securityLevel") != _CA and \
+                str(e.code).startswith("tls_"):
+            raise _fail("unreachable_ca", (e.code, e.message))
         raise _fail("unreachable", (e.code, e.message))
     except OSError as e:
         raise _fail("unreachable", ("OSError", e.args[0] if e.args else "?"))

@@ -5,8 +5,13 @@
 #                                to redeem), cached in RAM and in the state dir until shortly
 #                                before expiry; a rotated refresh token is stored durably before
 #                                the new access token is handed out.
-# State: one JSON file per rule, "<state_dir>/oauth-<hash of key>.json", replaced atomically:
-#   {"fp": chain fingerprint, "rt": rotated refresh token (absent until one is issued),
+# State is kept per token chain, not per rule: a chain is what the definition's refreshToken,
+# tokenEndpoint, clientId and scope identify (its fingerprint). Rules that carry the same refresh
+# token share one chain, so a rotation by one rule does not strand the others; a definition with
+# a new refresh token (or another endpoint) starts a new chain, and a stored token is never sent
+# to another endpoint. One JSON file per chain, "<state_dir>/oauth-<fingerprint>.json", replaced
+# atomically:
+#   {"fp": fingerprint, "rt": rotated refresh token (absent until one is issued),
 #    "at": access token, "iat": obtained at, "until": use it until (clock seconds)}
 # Tokens appear nowhere but in the header value returned to the caller.
 from micropython import const
@@ -77,6 +82,7 @@ class Tokens:
         self._ram = {}
         self._lock = asyncio.Lock()  # one redemption at a time: a rotated token is used once
 
+    # key: the rule's stable id (the engine's contract); state is kept per chain (see above).
     async def header(self, definition, key, post_form):
         kind, auth = _kind(definition)
         if kind is None:
@@ -95,41 +101,54 @@ class Tokens:
             return None
         return await self._refresh(definition, auth, key, post_form, True)
 
-    def forget(self, key):
-        # Drop the RAM copy (the rule was deleted or replaced); the file stays until removed.
-        self._ram.pop(key, None)
+    def prune(self, definitions):
+        # Remove the state of every chain that none of `definitions` uses any more (call it
+        # after rules change); returns how many files went.
+        keep = {}
+        for d in definitions:
+            a = d.get("authentication") if isinstance(d, dict) else None
+            if isinstance(a, dict) and a.get("apiAuthenticationType") == _REFRESH:
+                url = a.get("tokenEndpoint") or a.get("tokenEndoint")
+                keep[_fingerprint(a.get("refreshToken"), url, a)] = True
+        for fp in list(self._ram):
+            if fp not in keep:
+                del self._ram[fp]
+        n = 0
+        if self._dir:
+            for name in files.listdir(self._dir):
+                if name.startswith("oauth-") and name[6:-5] not in keep and \
+                        files.remove(self._dir + "/" + name):
+                    n += 1
+        return n
 
-    def path(self, key):
-        # The state file of a rule, whatever characters its key holds.
-        return "%s/oauth-%s.json" % (self._dir, _hex16(hashlib.sha256(str(key).encode())))
+    def path(self, fp):
+        return "%s/oauth-%s.json" % (self._dir, fp)
 
-    def _load(self, key):
+    def _load(self, fp):
         if not self._dir:
             return None
-        data = files.read(self.path(key))
+        data = files.read(self.path(fp))
         if not data:
             return None
         try:
             e = json.loads(data)
         except ValueError:
             return None
-        return e if isinstance(e, dict) else None
+        return e if isinstance(e, dict) and e.get("fp") == fp else None
 
-    def _save(self, key, entry):
+    def _save(self, entry):
         # Durable once this returns; raises OSError when the file system refuses.
         if self._dir:
             if not files.exists(self._dir):
                 files.makedirs(self._dir)
-            files.write_atomic(self.path(key), json.dumps(entry))
+            files.write_atomic(self.path(entry["fp"]), json.dumps(entry))
 
-    def _entry(self, key, fp):
-        e = self._ram.get(key)
+    def _entry(self, fp):
+        e = self._ram.get(fp)
         if e is None:
-            e = self._load(key)
+            e = self._load(fp)
             if e is not None:
-                self._ram[key] = e
-        if e is not None and e.get("fp") != fp:
-            return None  # the definition changed: a new chain starts from its token
+                self._ram[fp] = e
         return e
 
     def _cached(self, e, now):
@@ -154,11 +173,11 @@ class Tokens:
             raise _fail("endpoint")
         fp = _fingerprint(rt0, url, auth)
         if not force:
-            h = self._cached(self._entry(key, fp), self._clock())
+            h = self._cached(self._entry(fp), self._clock())
             if h:
                 return h
         async with self._lock:
-            e = self._entry(key, fp)
+            e = self._entry(fp)
             now = int(self._clock())
             if not force:
                 h = self._cached(e, now)
@@ -181,12 +200,12 @@ class Tokens:
             elif held:
                 entry["rt"] = held
             try:
-                self._save(key, entry)
+                self._save(entry)
             except OSError as err:
                 if rotated:
                     # Keep the new chain in RAM, but do not use a token that is not durable.
-                    self._ram[key] = {"fp": fp, "rt": new_rt}
+                    self._ram[fp] = {"fp": fp, "rt": new_rt}
                     raise _fail("store", err.args[0] if err.args else "?")
                 # Nothing to lose: the access token is then only cached in RAM.
-            self._ram[key] = entry
+            self._ram[fp] = entry
             return "Bearer " + at

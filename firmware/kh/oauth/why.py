@@ -20,6 +20,9 @@ _MSG = {
     "plain": (_TE, "tokenEndpoint uses plain http on another origin than the request; use an "
                    "https token endpoint (it is verified with TlsWithCACheck)"),
     "unreachable": (_TE, "could not reach the token endpoint (%s): %s"),
+    "unreachable_ca": (_TE, "could not reach the token endpoint (%s): %s; a token endpoint on "
+                            "another origin than the request is always verified with "
+                            "TlsWithCACheck, so add its CA to the trust store"),
     "too_long": (_TE, "the token endpoint's answer is longer than %d bytes"),
     "not_json": (_TE, "the token endpoint's answer (HTTP %d) is not a JSON object; check "
                       "tokenEndpoint"),

@@ -86,9 +86,17 @@ def error(coro):
         return {"code": e.code, "message": e.message}
 
 
-def stored(state_dir, key):
-    from kh.oauth.tokens import Tokens
-    return Tokens(state_dir)._load(key)
+def stored(state_dir, d=None):
+    # The state of d's token chain, or (without d) of the only chain in state_dir.
+    from kh.oauth import tokens
+    if d is None:
+        names = [n for n in files.listdir(state_dir) if n.endswith(".json")]
+        if len(names) != 1:
+            return {"files": names}
+        return json.loads(files.read(state_dir + "/" + names[0]))
+    a = d["authentication"]
+    fp = tokens._fingerprint(a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"), a)
+    return tokens.Tokens(state_dir)._load(fp)
 
 
 def out(obj):
