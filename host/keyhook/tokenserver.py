@@ -82,6 +82,8 @@ class TokenServer:
         certfile: PEM chain (leaf first) to serve HTTPS with; None serves plain HTTP.
         keyfile: the leaf's private key (PEM).
         port: TCP port, 0 for an ephemeral one.
+        id_token_bytes: add an ``id_token`` of this many bytes to every grant (as OpenID
+            providers do when ``openid`` is in the scope); 0 leaves it out.
     """
 
     refresh_token: str = "rt-initial"
@@ -92,6 +94,7 @@ class TokenServer:
     certfile: str | Path | None = None
     keyfile: str | Path | None = None
     port: int = 0
+    id_token_bytes: int = 0
     requests: list[Recorded] = field(default_factory=list)
     handshake_failures: list[str] = field(default_factory=list)
     issued_refresh_tokens: list[str] = field(default_factory=list)
@@ -222,6 +225,8 @@ class TokenServer:
                 doc["refresh_token"] = new
             if form.get("scope"):
                 doc["scope"] = form["scope"]
+            if self.id_token_bytes:
+                doc["id_token"] = "eyJ" + "x" * max(0, self.id_token_bytes - 3)
             return 200, doc
 
 

@@ -351,7 +351,7 @@ SECRET_DEF = 'K.definition(refreshToken="SECRET-RT", clientId="cid", scope="s")'
     ('(503, b"")', ["HTTP 503"]),
     ('(302, b"")', ["redirect", "never followed"]),
     ('(200, b"<html>SECRET-RT</html>")', ["not a JSON object"]),
-    ('(200, b\'{"access_token":"SECRET-AT"\')', ["not a JSON object"]),
+    ('(200, b\'{"access_token":"SECRET-AT"\')', ["not complete JSON", "scope"]),
     ('(200, b\'["SECRET-AT"]\')', ["not a JSON object"]),
     ('(200, b\'{"token_type":"Bearer","refresh_token":"SECRET-RT2"}\')', ["no access_token"]),
     ('(200, b\'{"access_token":""}\')', ["no access_token"]),

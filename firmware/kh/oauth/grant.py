@@ -119,6 +119,8 @@ def parse(status, body):
     if not isinstance(doc, dict):
         if body and len(body) > _MAX_BODY:
             raise _fail("too_long", _MAX_BODY)
+        if body and body[:1] == b"{":
+            raise _fail("cut", len(body))
         raise _fail("not_json", status)
     at = doc.get("access_token")
     if not at:

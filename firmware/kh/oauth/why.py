@@ -24,6 +24,9 @@ _MSG = {
                             "another origin than the request is always verified with "
                             "TlsWithCACheck, so add its CA to the trust store"),
     "too_long": (_TE, "the token endpoint's answer is longer than %d bytes"),
+    "cut": (_TE, "the token endpoint's answer is not complete JSON (%d bytes arrived); an answer "
+                 "longer than the device keeps is cut: ask for less, e.g. leave openid out of "
+                 "scope so that no id_token comes with it"),
     "not_json": (_TE, "the token endpoint's answer (HTTP %d) is not a JSON object; check "
                       "tokenEndpoint"),
     "no_access": (_TE, "the token endpoint's answer has no access_token; check tokenEndpoint"),
