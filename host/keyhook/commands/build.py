@@ -17,10 +17,12 @@ from keyhook.commands._boardopts import BOARD_HELP, build_kw, flash_size_arg, tr
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder (default: build/BOARD). fs/ is the device tree, vfs.img the littlefs image.")
 @trust_options
+@click.option("-O", "--opt", type=click.IntRange(0, 3), default=0, show_default=True,
+              help="mpy-cross optimisation level; 3 drops line numbers from tracebacks (smaller .mpy).")
 @click.option("--list-cas", is_flag=True, help="List the roots the selection gives, and build nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build summary as JSON.")
 def build(board_name: str, out: Path | None, ca_bundle: Path | None, select: tuple[str, ...], no_trust: bool,
-          flash_size: str | None, list_cas: bool, as_json: bool) -> None:
+          flash_size: str | None, opt: int, list_cas: bool, as_json: bool) -> None:
     """Compile the firmware for BOARD with mpy-cross and write its file system image.
 
     main.py stays source; every other module becomes .mpy for the board's architecture. The
@@ -33,7 +35,7 @@ def build(board_name: str, out: Path | None, ca_bundle: Path | None, select: tup
             click.echo(f"{len(der):5d}  {subject}")
         return
     say = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
-    result = kbuild.build(board, out, flash_size=flash_size_arg(flash_size), progress=say,
+    result = kbuild.build(board, out, flash_size=flash_size_arg(flash_size), opt=opt, progress=say,
                           **build_kw(ca_bundle, select, no_trust))
     if as_json:
         click.echo(json.dumps(result.summary(), indent=1))
