@@ -17,9 +17,9 @@ from keyhook import KeyhookError, __version__
 @click.option(
     "--radio",
     envvar="KEYHOOK_RADIO",
-    type=click.Path(dir_okay=False),
+    type=click.Path(file_okay=False),
     default=None,
-    help="Use the virtual radio at PATH (a simulated device) instead of the Bluetooth adapter.",
+    help="Use the virtual radio directory PATH (simulated devices) instead of the Bluetooth adapter.",
 )
 @click.pass_context
 def cli(ctx: click.Context, radio: str | None) -> None:
@@ -38,6 +38,8 @@ def _register() -> None:
     from keyhook.commands import flash; cli.add_command(flash.flash)
     from keyhook.commands import deploy; cli.add_command(deploy.deploy)
     from keyhook.commands import console; cli.add_command(console.console)
+    from keyhook.commands import sim; cli.add_command(sim.sim)
+    from keyhook.commands import fire; cli.add_command(fire.fire)
     # COMMANDS-END
     pass
 
