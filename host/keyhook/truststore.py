@@ -77,7 +77,7 @@ def load_certificates(path: str | Path) -> list[bytes]:
         else:
             certs = [x509.load_der_x509_certificate(data)]
     except ValueError as e:
-        raise KeyhookError(f"{p} holds no readable certificate ({e})",
+        raise KeyhookError(f"{p} holds no readable certificate",
                            hint="give a PEM file with -----BEGIN CERTIFICATE----- blocks, or a DER file") from e
     return [c.public_bytes(serialization.Encoding.DER) for c in certs]
 

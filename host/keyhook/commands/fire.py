@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -127,4 +128,4 @@ def fire(file: Path, trust: tuple[str, ...], state: Path | None, resolve: tuple[
                         public_roots=not no_public_roots)[-1:]
     click.echo(json.dumps(result))
     if result.get("status") is None:
-        raise click.exceptions.Exit(1)
+        sys.exit(1)  # click's Exit would be swallowed in keyhook's non-standalone main
