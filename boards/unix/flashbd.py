@@ -41,6 +41,7 @@ class FlashBlockDev:
                     f.write(chunk)
                     have += block_size
         self._f = open(path, "r+b")
+        self._erased = b"\xff" * block_size  # made once: no 4 KiB allocation per erase
 
     def _modify(self, block):
         self.writes += 1
@@ -65,7 +66,7 @@ class FlashBlockDev:
         if op == _IOCTL_ERASE:
             self._modify(arg)
             self._f.seek(arg * self.block_size)
-            self._f.write(b"\xff" * self.block_size)
+            self._f.write(self._erased)
             self._f.flush()
         return 0
 

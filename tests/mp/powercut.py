@@ -43,6 +43,7 @@ class RamBlockDev:
         self.cut_at = 0         # 0: never; else the value of count that raises
         self.torn = False
         self.dead = False       # power is off after a cut
+        self._erased = b"\xff" * block_size   # made once: erasing allocates nothing
 
     def reset_count(self):
         self.count = 0
@@ -98,9 +99,9 @@ class RamBlockDev:
             addr = arg * self.block_size
             if self._tick():
                 if self.torn:
-                    self._store(addr, b"\xff" * (self.block_size // 2))
+                    self._store(addr, memoryview(self._erased)[:self.block_size // 2])
                 raise PowerCut(_EIO, "power cut at erase %d (block %d)" % (self.count, arg))
-            self._store(addr, b"\xff" * self.block_size)
+            self._store(addr, self._erased)
             return 0
         return 0
 

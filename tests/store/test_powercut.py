@@ -28,6 +28,11 @@ def prepare():
 def update():
     if op == "put":
         rules.put(change["rules"])
+    elif op == "stage":
+        st = rules.Stage()
+        for part in change["parts"]:
+            st.add(part)
+        st.commit()
     elif op == "delete":
         rules.delete(change["names"])
     else:
@@ -95,6 +100,17 @@ def test_delete_several_rules_cut_at_every_write(micropython, tmp_path, cert_pem
     out = _sweep(micropython, tmp_path, old, {"op": "delete", "names": ["rule 2", "rule 5"], "torn": torn})
     _assert_all_or_nothing(out)
     assert out["new"] == ["rule 1", "rule 3", "rule 4", "rule 6"]
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["clean-cut", "torn-write"])
+def test_staged_put_in_parts_cut_at_every_write(micropython, tmp_path, cert_pem, torn):
+    """A large push arrives in parts; a cut while staging or committing keeps the old rules."""
+    old = [make_rule(i, pem=cert_pem) for i in range(1, 4)]
+    parts = [[make_rule(1, tag="v2", pem=cert_pem), make_rule(4, pem=cert_pem)],
+             [make_rule(5, pem=cert_pem)], [make_rule(6, pem=cert_pem), make_rule(7, pem=cert_pem)]]
+    out = _sweep(micropython, tmp_path, old, {"op": "stage", "parts": parts, "torn": torn})
+    _assert_all_or_nothing(out)
+    assert out["new"] == sorted(f"rule {i}" for i in range(1, 8))
 
 
 def test_first_put_into_an_empty_store_cut_at_every_write(micropython, tmp_path, cert_pem):

@@ -289,3 +289,63 @@ print(json.dumps(res))
     assert out["errs"][3][1].startswith("fire_attempts:") and out["errs"][4][1].startswith("bogus:")
     assert out["final"] == [["home", "password123"], {**out["empty"][2], "name": "door", "fire_attempts": 2}]
     assert out["cleared"] is None
+
+
+def test_staged_put_in_parts_commits_all_at_once(micropython, tmp_path, cert_pem):
+    write_json(tmp_path, "old.json", [make_rule(1), make_rule(2)])
+    write_json(tmp_path, "p1.json", [make_rule(2, tag="v2", pem=cert_pem), make_rule(3)])
+    write_json(tmp_path, "p2.json", [make_rule(4, pem=cert_pem)])
+    write_json(tmp_path, "bad.json", [make_rule(5), {"functionName": "bad"}])
+    out = micropython.json(PRELUDE + """
+rules.put(json.load(open("old.json")))
+res = {}
+st = rules.Stage()
+st.add(json.load(open("p1.json")))
+res["mid"] = rules.names()                       # nothing visible before commit
+st.add(json.load(open("p2.json")))
+try:
+    st.add(json.load(open("p1.json"))[1:])      # "rule 3" again, across parts
+except StoreError as e:
+    res["dup"] = e.code
+res["after_dup"] = os.listdir("/flash/data")    # a refused part aborts the stage
+st = rules.Stage()
+st.add(json.load(open("p1.json"))); st.add(json.load(open("p2.json")))
+res["commit"] = st.commit()
+res["names"] = rules.names()
+res["r2"] = rules.get("rule 2")
+res["files"] = os.listdir("/flash/data")
+before = rules.names()
+st = rules.Stage(); st.add(json.load(open("p2.json")))
+try:
+    st.add(json.load(open("bad.json")))
+except StoreError as e:
+    res["bad"] = [e.code, e.message]
+st2 = rules.Stage(); st2.add(json.load(open("old.json"))); st2.abort()
+res["unchanged"] = rules.names() == before
+res["files2"] = os.listdir("/flash/data")
+try:
+    st2.commit()
+except StoreError as e:
+    res["finished"] = e.code
+print(json.dumps(res))
+""")
+    assert out["mid"] == ["rule 1", "rule 2"]
+    assert out["dup"] == "invalid_rule" and out["after_dup"] == ["rules.jsonl"]
+    assert out["commit"] == ["rule 2", "rule 3", "rule 4"]
+    assert out["names"] == ["rule 1", "rule 2", "rule 3", "rule 4"]
+    assert out["r2"] == _defaulted(make_rule(2, tag="v2", pem=cert_pem))
+    assert out["files"] == ["rules.jsonl"]
+    assert out["bad"][0] == "invalid_rule" and "definition" in out["bad"][1]
+    assert out["unchanged"] and out["files2"] == ["rules.jsonl"]
+    assert out["finished"] == "invalid_rule"
+
+
+def test_missing_security_level_is_stored_as_the_safe_default(micropython, tmp_path):
+    r = make_rule(1)
+    del r["definition"]["securityLevel"]
+    write_json(tmp_path, "in.json", r)
+    out = micropython.json(PRELUDE + """
+rules.put(json.load(open("in.json")))
+print(json.dumps([rules.get("rule 1")["definition"]["securityLevel"], rules.list_meta()[0]["level"]]))
+""")
+    assert out == ["TlsWithCACheck", "TlsWithCACheck"]

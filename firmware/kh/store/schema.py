@@ -118,24 +118,34 @@ def _der_whole(der):
 
 
 def _pin_ok(pin):
-    # PEM or base64 DER of one certificate (as kh/http/der.py reads it).
+    # PEM or base64 DER of one certificate (as kh/http/der.py reads it). Allocates little:
+    # one slice of the base64 text and the DER it decodes to.
     import binascii
-    text = pin.strip()
-    if text.startswith("-----BEGIN"):
-        if not text.startswith("-----BEGIN CERTIFICATE-----"):
+    a = 0
+    b = len(pin)
+    while a < b and pin[a] in " \t\r\n":
+        a += 1
+    if pin.startswith("-----BEGIN", a):
+        if not pin.startswith("-----BEGIN CERTIFICATE-----", a):
             return False
-        end = text.find("-----END CERTIFICATE-----")
-        if end < 0:
+        b = pin.find("-----END CERTIFICATE-----", a)
+        if b < 0:
             return False
-        text = text[27:end]
-    b64 = "".join(text.replace("\\n", "").split())
-    if not b64 or len(b64) % 4:
+        a += 27
+    if "\\n" in pin:
+        pin = pin.replace("\\n", "\n")  # "\n" written out in a JSON string: a line break
+        return _pin_ok(pin)
+    n = 0
+    for i in range(a, b):
+        c = pin[i]
+        if c in _B64:
+            n += 1
+        elif c not in " \t\r\n":
+            return False
+    if not n or n % 4:
         return False
-    for c in b64:
-        if c not in _B64:
-            return False
     try:
-        der = binascii.a2b_base64(b64)
+        der = binascii.a2b_base64(pin[a:b])
     except ValueError:
         return False
     return _der_whole(der)
