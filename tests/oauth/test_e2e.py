@@ -403,3 +403,33 @@ def test_plain_http_same_origin_with_allow_http(fire, started):
     assert (r["status"], r["error"]) == (200, None)
     assert not ts.token_requests[0].tls
     assert fire.state_file()["rt"] == ts.current_refresh_token
+
+
+# -- quirks in the wild -------------------------------------------------------------------------
+
+def test_quirk_token_endoint_spelling(fire, pki, started):
+    ts = started(tls_token_server(pki))
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)))
+    wh = webhook(rx.url(), ts.token_url)
+    a = wh["definition"]["authentication"]
+    a["tokenEndoint"] = a.pop("tokenEndpoint")
+    assert fire(wh)["status"] == 200
+    rx.settle()
+    assert bearer(rx.requests[0]) == f"Bearer {ts.issued_access_tokens[0]}"
+
+
+def test_issued_access_token_with_stray_refresh_token(fire, pki, started):
+    # The type decides: the access token is sent as is, the token endpoint is never asked, and
+    # a 401 is reported without a retry.
+    ts = started(tls_token_server(pki))
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path),
+                          respond=Respond(status=401, reason="Unauthorized", body=b"")))
+    wh = webhook(rx.url(), ts.token_url, auth={"apiAuthenticationType": "OAuth2IssuedAccessToken",
+                                               "accessToken": "issued-by-hand.0123"})
+    r = fire(wh)
+    assert (r["status"], r["retried_401"]) == (401, False)
+    rx.settle()
+    assert [bearer(q) for q in rx.requests] == ["Bearer issued-by-hand.0123"]
+    assert ts.requests == []
+    assert fire.state_file() is None
+    fire.assert_no_secret("issued-by-hand.0123", "rt-initial")

@@ -74,7 +74,7 @@ def visible(tok):
 
 
 class Tokens:
-    # state_dir: where the per-rule files live (None: RAM only); clock: a function returning
+    # state_dir: where the per-chain files live (None: RAM only); clock: a function returning
     # seconds (time.time by default), injectable for tests.
     def __init__(self, state_dir, clock=None):
         self._dir = state_dir.rstrip("/") if state_dir else None
