@@ -100,7 +100,7 @@ for size in (1024, 16384):
     key = os.urandom(32)
     tx = frames.Direction(key, key)
     data = os.urandom(size)
-    recs = [tx.seal(data) for _ in range(20)]
+    recs = [tx.seal(data) for _ in range(60)]
     rx = frames.Direction(key, key)
     i = [0]
     def open_one():
@@ -111,7 +111,7 @@ for size in (1024, 16384):
     outb = bytearray(len(blocks))
     def raw():
         ecb.encrypt(blocks, outb); sha256(data).digest()
-    n = 20
+    n = 60
     out["open_%d_us" % size] = us(open_one, n)
     out["seal_%d_us" % size] = us(lambda: tx2.seal(data), n)
     out["raw_%d_us" % size] = us(raw, n)
@@ -123,7 +123,7 @@ def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench_channel_fw_mp.py"
         script.write_text(SCRIPT)
-        proc = mp.run_micropython(script, extra_path=[MP_HELPERS], timeout=300)
+        proc = mp.run_micropython(script, extra_path=[MP_HELPERS], heapsize=4_000_000, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.decode(errors="replace"))
     r = json.loads(proc.stdout.decode().strip().splitlines()[-1])

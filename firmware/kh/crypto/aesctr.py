@@ -1,32 +1,18 @@
 # AES-256-CTR from cryptolib ECB blocks, with the counter block of PROTOCOL.md section 5:
-# block i of a frame is ctr(8) || i(8), both big-endian. The counter blocks, the keystream and
-# the XOR are built as big integers, so the work per frame happens in C, not in a byte loop.
+# block i of a frame is ctr(8) || i(8), both big-endian. The work goes in chunks of 64 blocks
+# (1 KiB): each chunk's counter blocks are one big-integer expression, encrypted by one ECB
+# call into a reused buffer, and XORed as big integers, so it runs in C, not in a byte loop,
+# and the garbage per chunk stays around 1 KiB whatever the frame size.
 from cryptolib import aes
 from micropython import const
 
 _ECB = const(1)
-_MAX_BLOCKS = const(1040)  # 16.6 KiB per call; more than any record carries
-
-# Templates over the largest frame: block i holds 0(8) || i(8), and 1 at byte 7 (so that
-# ctr * _ONES puts ctr in the first half of every block). A frame of n blocks uses the
-# first 16 * n bytes of each.
-_idx = None
-_ones = None
-
-
-def _templates():
-    global _idx, _ones
-    if _idx is None:
-        idx = bytearray(16 * _MAX_BLOCKS)
-        for i in range(_MAX_BLOCKS):
-            idx[16 * i + 14] = i >> 8
-            idx[16 * i + 15] = i & 0xFF
-        ones = bytearray(16 * _MAX_BLOCKS)
-        for i in range(_MAX_BLOCKS):
-            ones[16 * i + 7] = 1
-        _idx = bytes(idx)
-        _ones = bytes(ones)
-    return _idx, _ones
+_CHUNK = const(64)  # blocks
+_R = 1 << 128
+# sum over j < 64 of 2**(128 * j): a 1 in the low half of every block
+_ONES = ((1 << (128 * _CHUNK)) - 1) // (_R - 1)
+# block j (from the top) holds j: sum over k < 64 of (63 - k) * 2**(128 * k)
+_IDX = ((_R << (128 * (_CHUNK - 1))) - _CHUNK * _R + (_CHUNK - 1)) // ((_R - 1) * (_R - 1))
 
 
 class AesCtr:
@@ -34,19 +20,30 @@ class AesCtr:
         if len(key) != 32:
             raise ValueError("AES-256 key")
         self._ecb = aes(key, _ECB)
+        self._ks = bytearray(16 * _CHUNK)
 
-    # XOR data with the keystream of frame counter ctr; returns new bytes.
+    # XOR data with the keystream of frame counter ctr; returns a new bytearray.
     def xor(self, ctr, data):
         n = len(data)
+        out = bytearray(n)
         if n == 0:
-            return b""
-        blocks = (n + 15) >> 4
-        if blocks > _MAX_BLOCKS:
-            raise ValueError("frame too large")
-        idx, ones = _templates()
-        size = blocks << 4
-        cb = (ctr * int.from_bytes(ones[:size], "big") + int.from_bytes(idx[:size], "big")).to_bytes(size, "big")
-        ks = bytearray(size)
-        self._ecb.encrypt(cb, ks)
-        x = int.from_bytes(data, "big") ^ int.from_bytes(ks[:n], "big")
-        return x.to_bytes(n, "big")
+            return out
+        if ctr >> 64 or (n + 15) >> 4 >= 1 << 64:
+            raise ValueError("counter out of range")
+        src = memoryview(data)
+        ks = self._ks
+        ksv = memoryview(ks)
+        base = ctr << 64
+        off = 0
+        block = 0
+        while off < n:
+            m = min(n - off, 16 * _CHUNK)
+            k = (m + 15) >> 4
+            drop = 128 * (_CHUNK - k)
+            cb = ((base | block) * (_ONES >> drop) + (_IDX >> drop)).to_bytes(16 * k, "big")
+            self._ecb.encrypt(cb, ksv[: 16 * k])
+            x = int.from_bytes(src[off : off + m], "big") ^ int.from_bytes(ksv[:m], "big")
+            out[off : off + m] = x.to_bytes(m, "big")
+            off += m
+            block += k
+        return out
