@@ -45,8 +45,9 @@ log.addHandler(logging.NullHandler())
 KEEP_SOURCE = ("main.py", "boot.py")
 # What the device reads as its board description (pins, name prefix, budget).
 BOARD_INFO = "board.json"
-# Where the trust store lives on the device (`Trust(trust_dir="/ca")` in the firmware).
-TRUST_DIR = "ca"
+# Where the trust store lives on the device: firmware/main.py reads the "certs" key of
+# /board.json (default "/certs") and hands it to the engine as its trust directory.
+TRUST_DIR = "certs"
 # Geometry of MicroPython's littlefs v2 (extmod/vfs_lfs.c defaults, used by the esp32 port's
 # inisetup.py `vfs.VfsLfs2.mkfs(bdev)`); the block size comes from esp32.Partition (4096).
 LFS_READ_SIZE = 32
@@ -223,7 +224,7 @@ def load_roots(bundle: Path | None = None, select: Sequence[str] = ()) -> list[t
 
 
 def write_trust(ders: list[bytes], stage: Path) -> tuple[dict, list[Path]]:
-    """Write the device trust store into `stage/ca/` with the HTTP layer's own writer.
+    """Write the device trust store into `stage/certs/` with the HTTP layer's own writer.
 
     `keyhook.truststore.write_trust_store` defines the format the firmware's
     `kh/http/trust.py` reads (one DER file per root, named by subject hash, and index.txt).
@@ -332,7 +333,9 @@ def build(board: Board, out: Path | None = None, *, firmware: Path = FIRMWARE, b
         for p in written:
             data = p.read_bytes()
             files.append(FileEntry(p.relative_to(stage).as_posix(), "trust", len(data), _sha256(data)))
-    device_info = {**board.device_info(), "trust_dir": "/" + TRUST_DIR if trust else None}
+    device_info = board.device_info()
+    if trust:
+        device_info["certs"] = "/" + TRUST_DIR
     info = json.dumps(device_info, separators=(",", ":")).encode()
     (stage / BOARD_INFO).write_bytes(info)
     files.append(FileEntry(BOARD_INFO, "board", len(info), _sha256(info)))

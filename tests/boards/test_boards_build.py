@@ -159,7 +159,7 @@ os.mount(os.VfsLfs2(bd), "/img", readonly=True)
 sys.path.insert(0, "/img")
 from kh.http import der, trust
 info = json.loads(open("/img/board.json").read())
-d = "/img" + info["trust_dir"]
+d = "/img" + info["certs"]
 t = trust.Trust(d)
 rows = []
 for line in open(d + "/index.txt").read().split("\n"):
@@ -192,7 +192,7 @@ def test_trust_store_index_is_consistent_for_the_firmware(name, built, micropyth
         assert fname.startswith(h), f"{fname} is not named after its subject hash {h}"
         assert found, f"the firmware's Trust.roots({h}) does not return {fname}"
     assert {r[1] for r in rows} == {s for s, _d in want}
-    assert result.trust_total == sum(len(d) for _s, d in want) + (result.stage / "ca" / "index.txt").stat().st_size
+    assert result.trust_total == sum(len(d) for _s, d in want) + (result.stage / "certs" / "index.txt").stat().st_size
 
 
 def test_whole_certifi_bundle_fits_and_is_indexed(tmp_path):
@@ -200,5 +200,5 @@ def test_whole_certifi_bundle_fits_and_is_indexed(tmp_path):
     n = len(build.load_roots())
     assert result.trust["count"] == n > 100
     files = build.read_littlefs(result.image.read_bytes())
-    assert sum(1 for p in files if p.startswith("ca/") and p.endswith(".der")) == n
-    assert len(files["ca/index.txt"].decode().strip().splitlines()) == n
+    assert sum(1 for p in files if p.startswith("certs/") and p.endswith(".der")) == n
+    assert len(files["certs/index.txt"].decode().strip().splitlines()) == n

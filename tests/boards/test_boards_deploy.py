@@ -94,8 +94,8 @@ def kw(fw):
 def test_first_deploy_copies_everything_then_nothing(board_fs, fw):
     r1 = kdeploy.deploy("/dev/ttyFAKE", boards.load("ESP32_GENERIC"), build_kw=kw(fw), runner=board_fs)
     files = board_fs.files()
-    assert "kh/http/trust.mpy" in files and "board.json" in files and "ca/index.txt" in files
-    assert any(p.startswith("ca/") and p.endswith(".der") for p in files)
+    assert "kh/http/trust.mpy" in files and "board.json" in files and "certs/index.txt" in files
+    assert any(p.startswith("certs/") and p.endswith(".der") for p in files)
     assert files["data/rules.json"] == hashlib.sha256(b"{}").hexdigest()
     assert set(r1.copied) == set(files) - {"boot.py", "data/rules.json"}
     assert board_fs.resets == 1
