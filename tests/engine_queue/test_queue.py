@@ -22,8 +22,10 @@ t = q.trigger("d")
 none = [q.trigger("a"), q.trigger("nope")]   # not bound to "trigger" / unknown
 pending = q.pending()
 run(q.drain())
-report(n=n, pending=pending, none=none, outcome=q.outcome(t), left=q.pending())
+report(n=n, pending=pending, none=none, outcome=q.outcome(t), left=q.pending(),
+       why=[q.why_not("a"), q.why_not("nope"), q.why_not("d")])
 """)
+    assert out["why"] == ["not_triggerable", "not_found", None]
     assert out["n"] == [2, 2, 0] and out["pending"] == 5 and out["none"] == [None, None]
     assert _names(out) == ["a", "c", "b", "c", "d"]
     assert out["sleeps"] == [] and out["left"] == 0

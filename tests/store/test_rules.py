@@ -349,3 +349,59 @@ rules.put(json.load(open("in.json")))
 print(json.dumps([rules.get("rule 1")["definition"]["securityLevel"], rules.list_meta()[0]["level"]]))
 """)
     assert out == ["TlsWithCACheck", "TlsWithCACheck"]
+
+
+def test_image_block_device_cut_and_factory_wipe(micropython, tmp_path):
+    """boards/unix/flashbd.py: cut_at=N fails the N-th flash write; the image keeps the old
+    state; store.wipe() empties the data root (factory reset) and keeps the rest."""
+    write_json(tmp_path, "in.json", [make_rule(1)])
+    write_json(tmp_path, "more.json", [make_rule(2)])
+    out = micropython.json("""
+import json, os, flashbd
+from kh import store
+bd = flashbd.mount("flash.img", "/flash", blocks=32)
+store.use("/flash/data")
+from kh.store import rules, config
+rules.put(json.load(open("in.json")))
+config.set_wifi("lab", "password123")
+open("/flash/main.py", "w").write("code")
+flashbd.umount("/flash"); bd.close()
+bd = flashbd.mount("flash.img", "/flash", blocks=32, cut_at=3)
+err = None
+try:
+    rules.put(json.load(open("more.json")))
+except OSError as e:
+    err = e.args[0]
+flashbd.umount("/flash"); bd.close()
+bd = flashbd.mount("flash.img", "/flash", blocks=32)
+store.use("/flash/data")
+after_cut = rules.names()
+store.wipe()
+print(json.dumps({"err": err, "after_cut": after_cut, "wiped": os.listdir("/flash/data"),
+                  "root": sorted(os.listdir("/flash")), "rules": rules.names(), "wifi": config.wifi()}))
+""")
+    assert out["err"] == 5 and out["after_cut"] == ["rule 1"]
+    assert out["wiped"] == [] and out["root"] == ["data", "main.py"]
+    assert out["rules"] == [] and out["wifi"] is None
+
+
+def test_wifi_change_survives_a_cut_at_every_write(micropython):
+    out = micropython.json("""
+import json, powercut
+from kh import store
+from kh.store import config
+bd = powercut.RamBlockDev(blocks=16)
+def prepare():
+    store.use("/flash/data"); config.set_wifi("old-net", "old-password")
+def update():
+    config.set_wifi("new-net", "new-password")
+def check(k):
+    store.use("/flash/data")
+    return config.wifi()
+res = powercut.sweep(bd, "/flash", prepare, update, check, torn=True)
+print(json.dumps(res))
+""")
+    assert len(out) > 3
+    for k, wifi in out:
+        assert wifi in (["old-net", "old-password"], ["new-net", "new-password"]), (k, wifi)
+    assert out[0][1] == ["new-net", "new-password"]

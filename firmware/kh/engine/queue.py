@@ -147,10 +147,16 @@ class Queue:
         return len(names)
 
     def trigger(self, name):
-        # The app's `trigger`: a ticket, or None when no such rule accepts "trigger".
+        # The app's `trigger`: a ticket, or None when no such rule accepts "trigger" (why_not).
         if not self._rules.triggerable(name):
             return None
         return self._push(name)
+
+    def why_not(self, name):
+        # Why trigger(name) refused: "not_found" or "not_triggerable" (its events lack "trigger").
+        if self._rules.get(name) is None:
+            return "not_found"
+        return None if self._rules.triggerable(name) else "not_triggerable"
 
     # ---- outcomes ----
 
