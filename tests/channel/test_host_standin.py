@@ -189,3 +189,12 @@ def test_request_failure_is_reported(keystore):
         return e.value
     err = run(go())
     assert err.code == "unknown_op" and "nope" in str(err)
+
+
+def test_pairing_refuses_another_device_before_trying_the_code(keystore):
+    dev = StandInDevice()
+    link = StandInLink(dev)
+    with pytest.raises(AuthenticationError, match="was expected"):
+        run(pair(link, "12345678", keystore, device_id="ffffffffffff"))
+    assert [r[0] for r in link.sent] == [records.PAIR_REQ]  # no PAIR_B: no guess spent
+    assert keystore.list() == [] and dev.failures == 0

@@ -57,8 +57,15 @@ class RequestFailed(ChannelError):
 
 
 _REQUEST_HINTS: dict[str, str] = {
+    "bad_request": "fix the field the message names and send the request again",
     "unknown_op": "update the device firmware or the host tool so that both speak the same operations",
-    "forbidden": "this app lacks the right; use an admin app",
+    "not_found": "list what the device holds and use one of those names",
+    "invalid_rule": "fix the rule and field the message names; `keyhook` validates rules before pushing them",
+    "store_full": "delete rules or logs on the device to make room",
+    "busy": "wait a moment and try again",
+    "clock_not_set": "set the device's clock first (the `time` operation sends this host's time)",
+    "internal": "try again; if it persists, read the device's log over serial",
+    "forbidden": "this needs an admin app (the one paired with the setup code)",
 }
 
 
@@ -164,4 +171,6 @@ def device_error(code: int, retry_after_s: int, device_message: str) -> DeviceEr
                                      "update the host tool to match the device firmware"))
     if device_message:
         message = f"{message} (device: {device_message})"
-    return cls(message, hint, device_message=device_message, retry_after_s=retry_after_s)
+    err = cls(message, hint, device_message=device_message, retry_after_s=retry_after_s)
+    err.code = code
+    return err

@@ -43,11 +43,15 @@ def pairing_key(ke: bytes, id_a: bytes, id_b: bytes) -> bytes:
     return hkdf_sha256(ke, PK_SALT, ids_info(id_a, id_b), 32)
 
 
-async def pair(link: RecordLink, code: str, keystore, timeout: float = PAIR_TIMEOUT_S):
+async def pair(link: RecordLink, code: str, keystore, timeout: float = PAIR_TIMEOUT_S,
+               device_id: str | None = None):
     """Pair this app with the device at the other end of `link` using its setup code.
 
     The app proves knowledge of the code first; the device stores the pairing when that
     proof checks, then proves its own, and only then does the keystore store the key.
+
+    `device_id`, when given, is the device the user means (from its name `keyhook-XXXXXX` or
+    a scan); another device answering is refused before any guess of the code is spent on it.
 
     Returns the stored `keystore.Pairing`. Raises a `DeviceError` subclass for the device's
     refusals (`WrongCode`, `RateLimited`, `LockedOut`, `PairingClosed`, ...), `AuthenticationError`
@@ -59,7 +63,11 @@ async def pair(link: RecordLink, code: str, keystore, timeout: float = PAIR_TIME
 
     body = records.expect(await link.recv(timeout), records.PAIR_A)
     id_a, off = records.take_u8len(body)
-    device_id = records.device_id_of(id_a)
+    found = records.device_id_of(id_a)
+    if device_id is not None and found != device_id:
+        raise AuthenticationError(f"device {found} answered where {device_id} was expected; the code was not tried",
+                                  hint="connect to the right device and try again")
+    device_id = found
     if len(body) - off != records.POINT_LEN:
         raise ProtocolError("the device sent a PAIR_A of the wrong length")
     p_a = body[off:]
