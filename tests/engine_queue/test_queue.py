@@ -216,3 +216,20 @@ report(o=o, none=none)
     assert out["o"] == {"name": "a", "status": 200, "error": None, "attempts": 1}
     assert out["none"] is None
     assert _names(out) == ["a", "b"]
+
+
+def test_queue_from_device_settings(micropython):
+    out = micropython.json(PRELUDE + """
+from kh.store import config
+from kh.engine.queue import from_settings
+config.update_settings({"fire_attempts": 2, "backoff_ms": 700, "queue_len": 3})
+rules.put([rule("r")])
+script["r"] = [{"sent": False, "error": "dns"}] * 5
+q = from_settings(fake_fire, None, log=log, sleep_ms=clock.sleep, ticks_ms=clock.ticks, ticks_diff=clock.diff,
+                  net_up=None)
+t = q.trigger("r")
+run(q.drain())
+report(o=q.outcome(t), max_len=q.max_len, net_wait=q.net_wait_ms)
+""")
+    assert out["o"]["attempts"] == 2 and out["sleeps"] == [700]
+    assert out["max_len"] == 3 and out["net_wait"] == 30000

@@ -285,3 +285,15 @@ class Queue:
         if not isinstance(res, dict):
             return {"sent": False, "status": None, "error": "internal"}
         return res
+
+
+def from_settings(fire, env, settings=None, **kw):
+    # A Queue tuned by the device settings (kh.store.config: fire_attempts, backoff_ms,
+    # queue_len, net_wait_ms); keyword arguments override them (tests).
+    if settings is None:
+        from kh.store import config
+        settings = config.settings()
+    args = {"attempts": settings["fire_attempts"], "backoff_ms": settings["backoff_ms"],
+            "max_len": settings["queue_len"], "net_wait_ms": settings["net_wait_ms"]}
+    args.update(kw)
+    return Queue(fire, env, **args)

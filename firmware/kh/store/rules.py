@@ -239,6 +239,7 @@ def _rewrite(new, drop):
 def put(rules):
     # Store one rule (a dict) or many (a list), all or none; a rule whose functionName is stored
     # already is replaced in place, new ones are appended. Returns the names, in the order given.
+    # The defaults that get stored (events, securityLevel) are filled into the given dicts.
     rules, heads = _check(rules, set())
     new = _InRam(rules, heads)
     _rewrite(new, ())
