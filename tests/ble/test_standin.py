@@ -1,0 +1,159 @@
+"""The unix board's `bluetooth` stand-in keeps MicroPython's documented semantics.
+
+A raw `bluetooth` script (tests/mp/ble_probe.py) logs every IRQ; the host drives it through
+bleak with the virtual-radio backend and checks what the device saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from bleak import BleakClient, BleakScanner
+
+from keyhook.sim.bleak_backend import SimBleakClient, SimBleakScanner
+
+BASE = "6b657968-0000-0000-0000-00000000000"
+PLAIN, BIG, APP, OUT, CMD = (BASE + str(i) for i in range(1, 6))
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def _client(radio, mtu=247, **kw) -> BleakClient:
+    device = await BleakScanner.find_device_by_name("ble-probe", timeout=5, backend=SimBleakScanner, radio=radio)
+    assert device is not None
+    client = BleakClient(device, backend=SimBleakClient, radio=radio, mtu=mtu, **kw)
+    await client.connect()
+    return client
+
+
+def irq(n):
+    return lambda d: d.get("irq") == n
+
+
+def test_irq_tuples_connect_mtu_disconnect(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio, mtu=247)
+        assert c.mtu_size == 247
+        await c.disconnect()
+    run(go())
+    conn = dev.expect(irq(1))
+    assert conn["types"] == ["int", "int", "memoryview"]
+    handle, addr_type, addr = conn["data"]
+    assert addr_type == 1 and len(bytes.fromhex(addr["mv"])) == 6
+    assert dev.expect(irq(21))["data"] == [handle, 247]
+    gone = dev.expect(irq(2))
+    assert gone["types"] == ["int", "int", "memoryview"] and gone["data"] == conn["data"]
+
+
+def test_no_mtu_exchange_at_23(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio, mtu=23)
+        assert c.mtu_size == 23
+        await c.write_gatt_char(PLAIN, b"x", response=True)
+        await c.disconnect()
+    run(go())
+    events = [d.get("irq") for d in dev.drain(0.5)]
+    assert 1 in events and 3 in events and 21 not in events
+
+
+def test_default_buffer_truncates_remote_writes_to_20_bytes(sim, radio):
+    dev = sim("ble_probe.py")
+    data = bytes(range(30))
+
+    async def go():
+        c = await _client(radio)
+        await c.write_gatt_char(PLAIN, data, response=True)
+        await c.write_gatt_char(BIG, data, response=True)
+        await c.write_gatt_char(BIG, bytes(range(120)), response=True)  # a long write
+        await c.disconnect()
+    run(go())
+    assert dev.expect(lambda d: d.get("char") == "plain")["value"] == data[:20].hex()
+    assert dev.expect(lambda d: d.get("char") == "big")["value"] == data.hex()
+    assert dev.expect(lambda d: d.get("char") == "big")["value"] == bytes(range(100)).hex()
+
+
+def test_append_buffer_accumulates_and_read_clears(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio)
+        for chunk in (b"a" * 10, b"b" * 10, b"c" * 50):  # 70 bytes into a 64-byte buffer
+            await c.write_gatt_char(APP, chunk, response=True)
+        await c.write_gatt_char(CMD, b"readapp", response=True)
+        await c.disconnect()
+    run(go())
+    got = dev.expect(lambda d: "app" in d)
+    assert got["app"] == (b"a" * 10 + b"b" * 10 + b"c" * 44).hex() and got["again"] == ""
+
+
+@pytest.mark.parametrize("mtu, asked, expected", [(23, 100, 20), (247, 100, 100), (247, 300, 244), (100, 300, 97)])
+def test_notify_is_cut_to_mtu_minus_3(sim, radio, mtu, asked, expected):
+    sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio, mtu=mtu)
+        got: asyncio.Queue = asyncio.Queue()
+        await c.start_notify(OUT, lambda _ch, data: got.put_nowait(bytes(data)))
+        await c.write_gatt_char(CMD, f"notify {asked}".encode(), response=True)
+        value = await asyncio.wait_for(got.get(), 5)
+        assert value == bytes(i & 0xFF for i in range(expected))
+        assert await c.read_gatt_char(OUT) == b"initial value"  # notify left the local value alone
+        await c.disconnect()
+    run(go())
+
+
+def test_irq_addr_is_only_valid_during_the_handler(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio)
+        await c.write_gatt_char(CMD, b"kept", response=True)
+        await c.disconnect()
+    run(go())
+    assert dev.expect(lambda d: "kept" in d)["kept"] == ["000000000000"]
+
+
+def test_gap_disconnect_and_readvertise(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        lost = asyncio.Event()
+        c = await _client(radio, disconnected_callback=lambda _c: lost.set())
+        await c.write_gatt_char(CMD, b"disconnect", response=False)
+        await asyncio.wait_for(lost.wait(), 5)
+        assert not c.is_connected
+        c2 = await _client(radio)  # advertising again after the disconnect
+        await c2.disconnect()
+    run(go())
+    assert dev.expect(lambda d: "disconnect" in d) == {"disconnect": True, "again": False}
+    assert dev.expect(irq(2))
+
+
+def test_one_central_and_advertising_stops_on_connect(sim, radio):
+    sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio)
+        # advertising stopped when the central connected: nobody else sees or reaches the device
+        assert await BleakScanner.find_device_by_name("ble-probe", timeout=0.5, backend=SimBleakScanner,
+                                                      radio=radio) is None
+        await c.disconnect()
+    run(go())
+
+
+def test_write_without_response_longer_than_mtu_is_refused(sim, radio):
+    sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio, mtu=23)
+        with pytest.raises(Exception, match="MTU - 3"):
+            await c.write_gatt_char(PLAIN, bytes(21), response=False)
+        await c.disconnect()
+    run(go())
