@@ -151,6 +151,23 @@ class Keystore:
                     out.append(pairing)
         return out
 
+    def resolve(self, name: str | None = None) -> Pairing:
+        """The pairing a user means by `name`: a device id, its last 6 hex digits, or the BLE
+        name `keyhook-XXXXXX`; with no name, the only pairing there is."""
+        pairings = self.list()
+        if name:
+            suffix = name.lower().removeprefix("keyhook-")
+            pairings = [p for p in pairings if p.device_id == suffix or
+                        (len(suffix) == 6 and p.device_id.endswith(suffix))]
+        if len(pairings) == 1:
+            return pairings[0]
+        known = ", ".join(p.device_id for p in self.list()) or "none"
+        if not pairings:
+            raise KeyhookError(f"no pairing with {name or 'any device'} in {self.root}",
+                               hint=f"pair the device first (paired here: {known})")
+        raise KeyhookError(f"{name or 'more than one device'} matches several pairings ({known})",
+                           hint="name the device by its full 12-digit id")
+
     def remove(self, device_id: str) -> bool:
         """Forget the pairing with `device_id`; True if there was one."""
         path = self._pairing_path(device_id)

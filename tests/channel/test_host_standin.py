@@ -198,3 +198,24 @@ def test_pairing_refuses_another_device_before_trying_the_code(keystore):
         run(pair(link, "12345678", keystore, device_id="ffffffffffff"))
     assert [r[0] for r in link.sent] == [records.PAIR_REQ]  # no PAIR_B: no guess spent
     assert keystore.list() == [] and dev.failures == 0
+
+
+def test_keystore_resolves_a_device_by_id_suffix_or_name(keystore):
+    with pytest.raises(KeyhookError, match="no pairing"):
+        keystore.resolve()
+    keystore.save("a1b2c3d4e5f6", os.urandom(32))
+    assert keystore.resolve().device_id == "a1b2c3d4e5f6"
+    keystore.save("0000001234ab", os.urandom(32))
+    with pytest.raises(KeyhookError, match="several") as e:
+        keystore.resolve()
+    assert "full 12-digit id" in e.value.hint
+    assert keystore.resolve("keyhook-D4E5F6").device_id == "a1b2c3d4e5f6"
+    assert keystore.resolve("0000001234ab").device_id == "0000001234ab"
+    with pytest.raises(KeyhookError, match="no pairing"):
+        keystore.resolve("ffffff")
+
+
+def test_keystore_app_id_is_made_once(keystore, tmp_path):
+    from keyhook.keystore import Keystore
+    first = keystore.app_id
+    assert len(first) == 32 and Keystore(keystore.root).app_id == first
