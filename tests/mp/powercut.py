@@ -44,6 +44,7 @@ class RamBlockDev:
         self.torn = False
         self.dead = False       # power is off after a cut
         self._erased = b"\xff" * block_size   # made once: erasing allocates nothing
+        self._saved = bytearray(len(data))     # for save(): made while the heap is still whole
 
     def reset_count(self):
         self.count = 0
@@ -111,6 +112,12 @@ class RamBlockDev:
     def restore(self, snap):
         self.data[:] = snap
 
+    def save(self):
+        # Like snapshot(), into one buffer made with the device (a fresh 200 KB allocation
+        # later may fail in a fragmented heap).
+        self._saved[:] = self.data
+        return self._saved
+
 
 class FileBlockDev(RamBlockDev):
     # The same over a file (created, filled with erased bytes, when missing or too small).
@@ -143,6 +150,9 @@ class FileBlockDev(RamBlockDev):
     def snapshot(self):
         self._f.seek(0)
         return self._f.read(self.blocks * self.block_size)
+
+    def save(self):
+        return self.snapshot()
 
     def restore(self, snap):
         self._store(0, snap)
@@ -228,7 +238,7 @@ def sweep(bd, mount_point, prepare, update, check, torn=False, limit=0):
     umount(mount_point)
     mount(bd, mount_point, mkfs=True)
     prepare()
-    base = bd.snapshot()
+    base = bd.save()
     n = count(bd, update)
     out = [(0, check(0))]
     points = list(range(1, n + 1))

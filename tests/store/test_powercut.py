@@ -148,3 +148,107 @@ print(json.dumps({"n": n, "err": err, "off": still_off, "after": open("/pc/f").r
 """)
     assert out["n"] >= 2 and out["err"] == 5 and out["off"] is True and out["isos"] is True
     assert out["after"] == "new"
+
+
+@pytest.mark.slow
+def test_large_store_update_cut_at_every_write(micropython, tmp_path, cert_pem):
+    """20 pinned rules (a rules file over several blocks); replace two and add one."""
+    old = [make_rule(i, pem=cert_pem) for i in range(20)]
+    new = [make_rule(3, tag="v2", pem=cert_pem), make_rule(17, tag="v2"), make_rule(20, pem=cert_pem)]
+    out = _sweep(micropython, tmp_path, old, {"op": "put", "rules": new, "torn": True})
+    _assert_all_or_nothing(out)
+    assert out["n"] > 100
+    print("large put: %d flash writes, every one cut in turn" % out["n"])
+
+
+RANDOM_OPS = """
+import json, os, random, powercut
+from kh import store
+from kh.store import rules
+from kh.store.errors import StoreError
+
+pool = json.load(open("pool.json"))   # candidate rules, several versions of each name
+random.seed(SEED)
+bd = powercut.RamBlockDev(blocks=48)
+powercut.mount(bd, "/flash", mkfs=True)
+store.use("/flash/data")
+model = {}                             # name -> rule, what the store must hold
+order = []
+
+def pick(k):
+    out, seen = [], set()
+    while len(out) < k:
+        r = pool[random.getrandbits(16) % len(pool)]
+        if r["functionName"] not in seen:
+            seen.add(r["functionName"])
+            out.append(r)
+    return out
+
+def state():
+    return {n: rules.get(n) for n in rules.names()}
+
+cuts = olds = news = 0
+for step in range(STEPS):
+    kind = random.getrandbits(8) % 4
+    if kind == 3 and model:
+        names = list(model)
+        victims = [names[random.getrandbits(8) % len(names)]]
+        def op():
+            rules.delete(victims)
+        after = {n: r for n, r in model.items() if n not in victims}
+    else:
+        batch = pick(1 + random.getrandbits(8) % 3)
+        if kind == 2:
+            def op():
+                st = rules.Stage()
+                for r in batch:
+                    st.add([r])
+                st.commit()
+        else:
+            def op():
+                rules.put(batch)
+        after = dict(model)
+        for r in batch:
+            r2 = dict(r)
+            r2.setdefault("events", ["trigger"])
+            after[r["functionName"]] = r2
+    if random.getrandbits(8) % 2:
+        bd.arm(1 + random.getrandbits(8) % 60, torn=bool(random.getrandbits(1)))
+    try:
+        op()
+    except StoreError as e:
+        if e.code != "too_many":
+            raise
+        after = model
+    except OSError:
+        if not bd.dead:
+            raise
+    if bd.dead:
+        cuts += 1
+        powercut.reboot(bd, "/flash")
+        store.use("/flash/data")
+    else:
+        bd.disarm()
+    got = state()
+    if got == after:
+        news += 1
+        model = after
+    elif got == model:
+        olds += 1
+    else:
+        print(json.dumps({"step": step, "mixed": sorted(got), "model": sorted(model), "after": sorted(after)}))
+        raise SystemExit(1)
+print(json.dumps({"cuts": cuts, "olds": olds, "news": news, "final": len(model)}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_updates_with_random_power_cuts(micropython, tmp_path, cert_pem, seed):
+    """Random puts, staged puts and deletes, half of them cut at a random write: after each,
+    the store equals the state before or after that operation."""
+    pool = [make_rule(i, tag=t, pem=cert_pem if i % 2 else None) for i in range(12) for t in ("a", "b")]
+    write_json(tmp_path, "pool.json", pool)
+    out = micropython.json(RANDOM_OPS.replace("SEED", str(seed)).replace("STEPS", "120"), timeout=240)
+    assert out["cuts"] > 20 and out["olds"] > 5 and out["news"] > 20
+    print("random seed %d: %s" % (seed, out))
