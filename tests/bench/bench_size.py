@@ -1,6 +1,10 @@
 """Size figures per board, from a real `keyhook build`: total .mpy (compiled firmware, main.py
 included as source) against the 64 KiB goal, the trust store (every certifi root, and a
-three-root selection), and how much of the littlefs partition the image uses."""
+three-root selection), and how much of the littlefs partition the image uses. Then memory: the
+GC heap in use once the firmware, booted from the unix board's image (.mpy) with the simulated
+radio, is idle, and the smallest heap it boots in (unix port, x86-64: pointers and object
+headers are twice an ESP32's, so the ESP32 needs less; the reference is the ESP32's initial GC
+heap)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "host"))
+sys.path.insert(0, str(HERE.parent / "boards"))
 
 from keyhook import boards, build  # noqa: E402
 
@@ -54,6 +59,43 @@ def run() -> list[dict]:
             rows.append({"figure": f"{name}: littlefs blocks used (full trust store)", "value": used,
                          "unit": f"of {board.vfs_block_count} x {board.vfs_block_size} B",
                          "ratio": round(used / board.vfs_block_count, 3)})
+        rows += _memory(Path(tmp))
+    return rows
+
+
+def _memory(tmp: Path) -> list[dict]:
+    import bootimage
+
+    board = boards.load("unix")
+    esp = boards.load("ESP32_GENERIC")
+    result = build.build(board, tmp / "unix", select=SMALL_SELECTION)
+
+    def boots(heap_kib: int | None, tag: str) -> dict:
+        proc, report, _lines = bootimage.boot(result.image, tmp / f"run-{tag}", tmp / f"radio-{tag}",
+                                              board.vfs_block_count,
+                                              heapsize=heap_kib * 1024 if heap_kib else None, timeout=30)
+        bootimage.stop(proc)
+        return report
+
+    idle = boots(None, "idle")
+    rows = []
+    if idle:
+        rows.append({"figure": "unix (x64): GC heap in use, idle after boot from .mpy", "value": idle["alloc"],
+                     "unit": "B", "reference": f"ESP32 initial GC heap {esp.memory['gc_heap_kib']} KiB",
+                     "ratio": round(idle["alloc"] / (esp.memory["gc_heap_kib"] * 1024), 2),
+                     "goal": f"<= {esp.memory['idle_heap_budget_kib']} KiB on the ESP32",
+                     "met": idle["alloc"] <= esp.memory["idle_heap_budget_kib"] * 1024})
+    lo, hi = 32, 2048  # KiB: does not boot at lo (assumed), boots at hi
+    if boots(hi, "hi"):
+        while hi - lo > 8:
+            mid = (lo + hi) // 2
+            if boots(mid, f"h{mid}"):
+                hi = mid
+            else:
+                lo = mid
+        rows.append({"figure": "unix (x64): smallest GC heap the firmware boots in (from .mpy)", "value": hi,
+                     "unit": "KiB", "reference": f"{esp.memory['gc_heap_kib']} KiB (ESP32 initial GC heap)",
+                     "ratio": round(hi / esp.memory["gc_heap_kib"], 2)})
     return rows
 
 
