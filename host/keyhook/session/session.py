@@ -73,9 +73,9 @@ class Session:
         payload = encode_payload(message)  # too large: refused before sending; the session stays usable
         try:
             record = self._out.seal(payload)
+            await self.link.send(record)
         except ChannelError as e:
             raise self._fail(e)
-        await self.link.send(record)
 
     async def recv_message(self, timeout: float = REQUEST_TIMEOUT_S) -> dict:
         """Receive and open the next DATA frame."""
