@@ -5,6 +5,7 @@ modules loaded as .mpy; and the cost of a cached header against a refresh (conte
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,8 +58,6 @@ print(json.dumps({"ok": st == 200}))
 def _compile(dest: Path) -> None:
     for src in FIRMWARE.rglob("*.py"):
         rel = src.relative_to(FIRMWARE)
-        if rel.parts[0] != "kh":
-            continue
         out = dest / rel.with_suffix(".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([MPY_CROSS, "-o", str(out), str(src)], check=True, capture_output=True)
@@ -89,6 +88,63 @@ def _smallest(script: Path, mpy: Path, cwd: Path) -> int | None:
     return hi
 
 
+def _fire_heaps(mpy: Path, tmp: Path) -> dict[str, int | None]:
+    """Smallest heap for a real fire (boards/unix/fire.py, .mpy modules, real TLS on 127.0.0.1):
+    no authentication, an OAuth refresh at a token endpoint on another origin and on the
+    request's own origin, and an OAuth fire whose access token is cached in the state dir."""
+    sys.path.insert(0, str(HERE.parent / "oauth"))
+    import test_e2e as e2e  # the end-to-end tests' webhook and server helpers
+    from keyhook.devpki import make_pki
+    from keyhook.paths import UNIX_BOARD
+    from keyhook.receiver import Receiver, server_context
+    from keyhook.truststore import write_trust_store
+
+    pki = make_pki(tmp / "pki")
+    trust = tmp / "trust"
+    write_trust_store([pki.root.der], trust)
+    servers = [e2e.tls_token_server(pki, expires_in=0).start(),
+               e2e.tls_token_server(pki, expires_in=3600).start(),
+               Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)).start()]
+    short, cached, rx = servers
+    try:
+        none = e2e.webhook(rx.url(), short.token_url)
+        none["definition"]["authentication"] = {"apiAuthenticationType": "None"}
+        cases = {"none": (none, False),
+                 "refresh, other origin": (e2e.webhook(rx.url(), short.token_url), False),
+                 "refresh, same origin": (e2e.webhook(short.resource_url, short.token_url), False),
+                 "cached access token": (e2e.webhook(rx.url(), cached.token_url), True)}
+        out: dict[str, int | None] = {}
+        for name, (wh, keep_state) in cases.items():
+            f = tmp / "webhook.json"
+            f.write_text(json.dumps(wh))
+            state = tmp / f"state-{len(out)}"
+
+            def ok(heap: int) -> bool:
+                if not keep_state:
+                    shutil.rmtree(state, ignore_errors=True)
+                p = mp.run_micropython(UNIX_BOARD / "fire.py", [str(f), "--trust-dir", str(trust),
+                                       "--state", str(state)], heapsize=heap, firmware=mpy, timeout=60)
+                return p.returncode == 0
+
+            out[name] = _bisect(ok, 8192, 262144)
+        return out
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def _bisect(ok, lo: int, hi: int) -> int | None:
+    if not ok(hi):
+        return None
+    while hi - lo > 512:
+        mid = (lo + hi) // 2 // 256 * 256
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -101,10 +157,18 @@ def run() -> list[dict]:
         heap = _smallest(script, mpy, tmp)
         ref = _smallest(base, mpy, tmp)
         full = _try(script, mpy, 65536, tmp)
+        fires = _fire_heaps(mpy, tmp)
     if heap is None or ref is None or full is None:
         return [{"figure": "oauth refresh, smallest heap", "value": "failed at 64 KiB", "unit": ""}]
     share = heap - ref
-    return [
+    kib = lambda v: None if v is None else round(v / 1024, 1)  # noqa: E731
+    base = fires.get("none")
+    fire_rows = [
+        {"figure": f"real fire over TLS, {name}: smallest -X heapsize, .mpy", "value": kib(v),
+         "unit": "KiB", "reference": f"{kib(base)} KiB with authentication None",
+         "ratio": round(v / base, 2) if v and base else None}
+        for name, v in fires.items() if name != "none"]
+    return fire_rows + [
         {"figure": "oauth refresh (rotation, 1.5 KiB token, state write): smallest -X heapsize, .mpy",
          "value": round(heap / 1024, 2), "unit": "KiB",
          "reference": f"{round(ref / 1024, 2)} KiB without the OAuth layer",
