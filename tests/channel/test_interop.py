@@ -14,9 +14,8 @@ import zlib
 import pytest
 
 from keyhook.session import (AuthenticationError, AuthFailed, BadFrame, BadRecord, LockedOut, NotPaired,
-                             PairingClosed, ProtocolError, RateLimited, TooLarge, WrongCode, open_session,
+                             PairingClosed, ProtocolError, RateLimited, WrongCode, open_session,
                              pair, records)
-from keyhook.session.frames import FLAG_ZLIB
 
 from .pipe import FirmwareDevice, PipeLink
 
@@ -324,7 +323,7 @@ def test_a_replayed_frame_is_rejected_and_not_acted_on_twice(paired):
     assert r2[0][0] == records.ERROR and r2[0][1] == 10
     assert not [e for e in e2 if e["event"] == "message"]
     assert {"event": "closed", "error": 10} in e2
-    assert stable_state(device) == before["state"]
+    assert stable_state(device) == before["state"] and device.stored() == before["stored"]
 
 
 def test_reordered_and_dropped_frames_are_rejected(paired):
