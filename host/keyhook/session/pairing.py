@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
+from keyhook import KeyhookError
 from keyhook.session import records
 from keyhook.session.errors import AuthenticationError, ProtocolError
 from keyhook.session.link import RecordLink
@@ -22,8 +23,6 @@ _CODE = re.compile(r"[0-9]{8}")
 
 def check_code(code: str) -> str:
     """The setup code with spaces and dashes removed; KeyhookError unless it is 8 digits."""
-    from keyhook import KeyhookError
-
     cleaned = re.sub(r"[\s-]", "", code or "")
     if not _CODE.fullmatch(cleaned):
         raise KeyhookError(f"{code!r} is not a setup code",

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from keyhook.session import records
-from keyhook.session.errors import (AuthenticationError, ChannelError, ProtocolError, RequestFailed)
+from keyhook.session.errors import AuthenticationError, ChannelError, NotPaired, ProtocolError, RequestFailed
 from keyhook.session.frames import FrameOpener, FrameSealer, decode_payload, encode_payload
 from keyhook.session.link import RecordLink
 from keyhook.session.spake2 import confirm_equal, hkdf_sha256, hmac_sha256, sha256
@@ -136,7 +136,6 @@ async def open_session(link: RecordLink, keystore, device_id: str | None = None,
                                   hint="connect to the right device")
     pairing = keystore.get(dev)
     if pairing is None:
-        from keyhook.session.errors import NotPaired
         raise NotPaired(f"this app holds no pairing for device {dev}",
                         hint="pair with the device's setup code first, or ask an admin app to open a pairing window")
     th = transcript_hash(id_a, id_b, e_app, e_dev)
