@@ -266,8 +266,13 @@ def make_littlefs(stage: Path, size: int, block_size: int, mtime_ns: int | None 
                 fs.setattr(rel, LFS_ATTR_MTIME, stamp)
     except LittleFSError as e:
         used = sum(p.stat().st_size for p in stage.rglob("*") if p.is_file())
-        raise KeyhookError(f"the files ({used} bytes) do not fit a {size_name(size)} littlefs partition ({e})",
-                           hint="select fewer CA roots with --ca, or give --flash-size for a bigger flash") from None
+        files = sum(1 for p in stage.rglob("*") if p.is_file())
+        raise KeyhookError(
+            f"the {files} files ({used} bytes) do not fit a {size_name(size)} littlefs partition: littlefs "
+            f"gives every file over {lfs_config(size, block_size)['cache_size']} bytes whole "
+            f"{block_size}-byte blocks ({e})",
+            hint="select fewer CA roots with --ca (e.g. --ca 'ISRG Root X1'), or, on a module with more "
+                 "flash, give --flash-size") from None
     fs.unmount()
     return bytes(fs.context.buffer)
 
