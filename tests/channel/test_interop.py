@@ -473,3 +473,16 @@ def test_a_request_too_large_for_the_device_is_refused_by_the_host(paired):
         return link, await s.request("info")
     link, r = run(go())
     assert r["ok"] and [m["op"] for m in link.messages()] == ["info"]
+
+
+def test_after_a_factory_reset_the_old_key_is_refused_and_the_setup_code_pairs_again(paired):
+    device, ks = paired
+    dev_id = device.state()["device_id"]
+    old = ks.get(dev_id).key
+    device.control(factory_reset=True)
+    with pytest.raises(NotPaired) as e:
+        run(open_session(PipeLink(device), ks))
+    assert "pair" in e.value.hint
+    run(pair(PipeLink(device), CODE, ks))
+    assert ks.get(dev_id).key != old
+    assert run(_one_request(device, ks))["ok"] is True
