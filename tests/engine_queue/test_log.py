@@ -12,7 +12,7 @@ log = Log(size=4, clock=lambda: 0, ticks_ms=lambda: t[0])
 for i in range(7):
     t[0] = i * 1500
     log.add("r%d" % i, status=200, attempt=1, of=4, ms=12)
-res = {"all": log.lines(), "two": log.lines(2)}
+res = {"all": log.lines(), "two": log.tail(2)}
 log.clear()
 res["cleared"] = log.lines()
 print(json.dumps(res))
@@ -32,6 +32,10 @@ lines = [
     log.add("r", code="Bearer TOKEN-SECRET\r\nX: y"),
     log.add("r", note="TOKEN-SECRET"),
     log.add("r", status=503, attempt=2, of=4, retry_in_ms=2000),
+    log.add("app", "internal error TypeError"),
+    log.add("app", "a b c d e"),
+    log.add("app", "abcdefghijklmnopqrstuvwxyz"),
+    log.add("r", status="not a number"),
 ]
 print(json.dumps({"lines": lines, "same": default() is default()}))
 """)
@@ -43,4 +47,7 @@ print(json.dumps({"lines": lines, "same": default() is default()}))
     assert "SECRET" not in "".join(lines)
     assert lines[2].endswith('"r" ?')
     assert lines[3].endswith('"r" status=503 attempt=2/4 retry_in_ms=2000')
+    assert lines[4].endswith('"app" internal error TypeError')
+    assert lines[5].endswith('"app" ?') and lines[6].endswith('"app" ?')  # too many words, too long
+    assert lines[7].endswith('"r" ?')  # add() never raises
     assert out["same"] is True

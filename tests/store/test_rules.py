@@ -251,7 +251,7 @@ open("/flash/data/rules.jsonl.tmp", "w").write("half written")
 import os
 print(json.dumps({"names": rules.names(), "wifi": config.wifi(), "files": sorted(os.listdir("/flash/data"))}))
 """)
-    assert out == {"names": ["rule 1", "rule 2"], "wifi": ["lab", "correct horse"],
+    assert out == {"names": ["rule 1", "rule 2"], "wifi": {"ssid": "lab", "password": "correct horse"},
                    "files": ["rules.jsonl", "wifi.json"]}  # store.use() removed the stray temp file
     assert (tmp_path / "flash.img").stat().st_size == 64 * 4096
 
@@ -263,7 +263,7 @@ res = {"empty": [config.wifi(), config.wifi_status(), config.settings()]}
 config.set_wifi("home", "password123")
 res["set"] = [config.wifi(), config.wifi_status()]
 errs = []
-for args in (("", "password123"), ("x" * 33, "password123"), ("home", "short")):
+for args in (("", "password123"), ("x" * 33, "password123"), ("home", "p" * 65)):
     try:
         config.set_wifi(*args)
     except StoreError as e:
@@ -281,13 +281,14 @@ print(json.dumps(res))
 """)
     assert out["empty"][0] is None and out["empty"][1] == {"configured": False, "ssid": None}
     assert out["empty"][2]["fire_attempts"] == 4
-    assert out["set"] == [["home", "password123"], {"configured": True, "ssid": "home"}]
+    assert out["set"] == [{"ssid": "home", "password": "password123"}, {"configured": True, "ssid": "home"}]
     assert "password123" not in json.dumps(out["set"][1])
     codes = [e[0] for e in out["errs"]]
     assert codes == ["invalid_setting"] * 6
     assert out["errs"][0][1].startswith("ssid:") and out["errs"][2][1].startswith("password:")
     assert out["errs"][3][1].startswith("fire_attempts:") and out["errs"][4][1].startswith("bogus:")
-    assert out["final"] == [["home", "password123"], {**out["empty"][2], "name": "door", "fire_attempts": 2}]
+    assert out["final"] == [{"ssid": "home", "password": "password123"},
+                            {**out["empty"][2], "name": "door", "fire_attempts": 2}]
     assert out["cleared"] is None
 
 
@@ -403,5 +404,6 @@ print(json.dumps(res))
 """)
     assert len(out) > 3
     for k, wifi in out:
-        assert wifi in (["old-net", "old-password"], ["new-net", "new-password"]), (k, wifi)
-    assert out[0][1] == ["new-net", "new-password"]
+        assert wifi in ({"ssid": "old-net", "password": "old-password"},
+                        {"ssid": "new-net", "password": "new-password"}), (k, wifi)
+    assert out[0][1] == {"ssid": "new-net", "password": "new-password"}

@@ -1,8 +1,10 @@
 # Engine log: the last few fires as short redacted lines, for the app's `log` command.
-# A line holds a time, the rule's name and what happened (an HTTP status, an error code, an
-# attempt count, a retry delay), nothing else: add() takes no free text, so a token, header
-# value, URL or body can never reach it. An error code shows only if it is one lower-case word
-# of [a-z0-9_] (as FireError codes are), else "?".
+# A line holds a time, a name (a rule's, or "app", "button") and what happened (an HTTP status,
+# an error code, an attempt count, a retry delay, a short note), nothing else: no URL, header,
+# body, token or message text. An error code shows only if it is one lower-case word of
+# [a-z0-9_] (as FireError codes are); a note only if it is at most 4 words of 1-24 letters or
+# "_" each (text written in the code, like "factory reset"; never a value from a rule or a
+# message); anything else becomes "?". add() never raises.
 #   2026-11-28 11:41:17 "Open garage" status=200 attempt=1 ms=85
 #   +12.345s "Open garage" error=connect attempt=1 retry_in_ms=1000   (clock not set: uptime)
 import time
@@ -12,9 +14,8 @@ _SIZE = const(32)
 _MAX_NAME = const(48)
 _MAX_CODE = const(32)
 _CLOCK_SET_YEAR = const(2024)
-# The words a line may end with.
-NOTES = ("queued", "gave_up", "not_retried", "dropped_queue_full", "stale", "rule_gone",
-         "rule_expired", "not_sent", "no_network")
+_MAX_NOTE_WORDS = const(4)
+_MAX_WORD = const(24)
 
 
 def _code(c):
@@ -27,6 +28,20 @@ def _code(c):
         if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch == "_"):
             return "?"
     return c
+
+
+def _note(n):
+    n = str(n)
+    words = n.split(" ")
+    if len(words) > _MAX_NOTE_WORDS:
+        return "?"
+    for w in words:
+        if not 0 < len(w) <= _MAX_WORD:
+            return "?"
+        for ch in w:
+            if not ("a" <= ch <= "z" or "A" <= ch <= "Z" or ch == "_"):
+                return "?"
+    return n
 
 
 def _name(n):
@@ -59,21 +74,25 @@ class Log:
         ms = time.ticks_diff(self._ticks(), self._t0)
         return "+%d.%03ds" % (ms // 1000, ms % 1000)
 
-    def add(self, name, status=None, code=None, attempt=None, of=None, ms=None, retry_in_ms=None, note=None):
-        parts = [self._stamp(), _name(name)]
-        if status is not None:
-            parts.append("status=%d" % int(status))
-        if code is not None:
-            parts.append("error=" + _code(code))
-        if attempt is not None:
-            parts.append(("attempt=%d/%d" % (attempt, of)) if of else ("attempt=%d" % attempt))
-        if ms is not None:
-            parts.append("ms=%d" % int(ms))
-        if retry_in_ms is not None:
-            parts.append("retry_in_ms=%d" % int(retry_in_ms))
-        if note is not None:
-            parts.append(note if note in NOTES else "?")
-        line = " ".join(parts)
+    def add(self, name, note=None, status=None, code=None, attempt=None, of=None, ms=None,
+            retry_in_ms=None):
+        try:
+            parts = [self._stamp(), _name(name)]
+            if status is not None:
+                parts.append("status=%d" % int(status))
+            if code is not None:
+                parts.append("error=" + _code(code))
+            if attempt is not None:
+                parts.append(("attempt=%d/%d" % (attempt, of)) if of else ("attempt=%d" % attempt))
+            if ms is not None:
+                parts.append("ms=%d" % int(ms))
+            if retry_in_ms is not None:
+                parts.append("retry_in_ms=%d" % int(retry_in_ms))
+            if note is not None:
+                parts.append(_note(note))
+            line = " ".join(parts)
+        except (TypeError, ValueError):
+            line = self._stamp() + " " + _name(name) + " ?"
         self._ring[self._next] = line
         self._next = (self._next + 1) % len(self._ring)
         if self._n < len(self._ring):
@@ -86,6 +105,9 @@ class Log:
         k = self._n if n is None else min(n, self._n)
         start = (self._next - k) % size
         return [self._ring[(start + i) % size] for i in range(k)]
+
+    def tail(self, n):
+        return self.lines(n)
 
     def clear(self):
         for i in range(len(self._ring)):

@@ -1,6 +1,6 @@
 # Small device settings, each in its own JSON file under the store root, replaced atomically
 # (kh.store.files.write_atomic): a power cut leaves the old or the new file, never a mix.
-#   wifi.json      {"ssid": ..., "password": ...}   the station credentials
+#   wifi.json      {"ssid": ..., "password": ...}   the station credentials (wifi() gives it)
 #   settings.json  {"name": ..., ...}               device settings, keys and ranges in _SETTINGS
 # Status answers (wifi_status, settings) never carry the Wi-Fi password.
 import json
@@ -47,22 +47,23 @@ def set_wifi(ssid, password):
         raise StoreError("invalid_setting", "ssid: give the network name, 1 to 32 bytes")
     if password is None:
         password = ""
-    if not isinstance(password, str) or len(password) > _MAX_PSK or 0 < len(password) < 8:
-        raise StoreError("invalid_setting", "password: give 8 to 64 characters, or none for an open network")
+    # WPA needs 8 to 63 characters (or 64 hex digits), WEP 5 or 13; the radio judges the rest.
+    if not isinstance(password, str) or len(password) > _MAX_PSK:
+        raise StoreError("invalid_setting", "password: give at most 64 characters, or none for an open network")
     _save(_WIFI, {"ssid": ssid, "password": password})
 
 
 def wifi():
-    # (ssid, password), or None when no network is configured.
+    # {"ssid": ..., "password": ...}, or None when no network is configured.
     w = _load(_WIFI)
     if not w or not isinstance(w.get("ssid"), str):
         return None
-    return w["ssid"], w.get("password") or ""
+    return {"ssid": w["ssid"], "password": w.get("password") or ""}
 
 
 def wifi_status():
     w = wifi()
-    return {"configured": w is not None, "ssid": w[0] if w else None}
+    return {"configured": w is not None, "ssid": w["ssid"] if w else None}
 
 
 def clear_wifi():
