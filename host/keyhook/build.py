@@ -55,8 +55,9 @@ LFS_PROG_SIZE = 32
 LFS_LOOKAHEAD = 32
 LFS_BLOCK_CYCLES = 100
 LFS_NAME_MAX = 255
-# MicroPython stores a file's mtime as littlefs attribute 't' (ns since 1970, 64-bit LE).
-LFS_ATTR_MTIME = ord("t")
+# MicroPython stores a file's mtime as littlefs user attribute 1 (extmod/vfs_lfs.c
+# LFS_ATTR_MTIME: nanoseconds since 1970, 64-bit little endian).
+LFS_ATTR_MTIME = 1
 
 Progress = Callable[[str], None]
 
@@ -247,6 +248,17 @@ def lfs_config(size: int, block_size: int) -> dict:
                 cache_size=min(block_size, 4 * max(LFS_READ_SIZE, LFS_PROG_SIZE)), name_max=LFS_NAME_MAX)
 
 
+def build_time_ns() -> int:
+    """The files' mtime: SOURCE_DATE_EPOCH (seconds) when set, for reproducible images; else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            return int(epoch) * 1_000_000_000
+        except ValueError:
+            raise KeyhookError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds") from None
+    return time.time_ns()
+
+
 def make_littlefs(stage: Path, size: int, block_size: int, mtime_ns: int | None = None) -> bytes:
     """A littlefs v2 image of `size` bytes holding the tree under `stage`."""
     from littlefs import LittleFS, LittleFSError
@@ -254,7 +266,7 @@ def make_littlefs(stage: Path, size: int, block_size: int, mtime_ns: int | None 
     fs = LittleFS(mount=False, **lfs_config(size, block_size))
     fs.format()
     fs.mount()
-    stamp = (mtime_ns if mtime_ns is not None else time.time_ns()).to_bytes(8, "little")
+    stamp = (mtime_ns if mtime_ns is not None else build_time_ns()).to_bytes(8, "little")
     try:
         for path in sorted(stage.rglob("*")):
             rel = path.relative_to(stage).as_posix()

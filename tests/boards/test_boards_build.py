@@ -202,3 +202,22 @@ def test_whole_certifi_bundle_fits_and_is_indexed(tmp_path):
     files = build.read_littlefs(result.image.read_bytes())
     assert sum(1 for p in files if p.startswith("certs/") and p.endswith(".der")) == n
     assert len(files["certs/index.txt"].decode().strip().splitlines()) == n
+
+
+def test_images_are_reproducible_and_carry_micropythons_mtime(tmp_path, micropython, monkeypatch):
+    # With SOURCE_DATE_EPOCH, two builds give the same bytes, and MicroPython's os.stat reads
+    # that time back (littlefs attribute 1, as extmod/vfs_lfs.c stores it).
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # 2026-01-01T00:00:00Z
+    board = boards.load("unix")
+    a = build.build(board, tmp_path / "a", select=["ISRG Root X1"])
+    b = build.build(board, tmp_path / "b", select=["ISRG Root X1"])
+    assert a.image.read_bytes() == b.image.read_bytes()
+    img = tmp_path / "flash.img"
+    shutil.copyfile(a.image, img)
+    st = micropython.json(r'''
+import os, json, powercut
+bd = powercut.FileBlockDev(%r, blocks=%d)
+os.mount(os.VfsLfs2(bd), "/img", readonly=True)
+print(json.dumps([os.stat("/img/main.py")[8], os.stat("/img/kh/__init__.mpy")[8]]))
+''' % (str(img), board.vfs_block_count))
+    assert st == [1767225600, 1767225600]

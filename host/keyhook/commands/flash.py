@@ -29,6 +29,9 @@ def flash(board_name: str, port: str, image_path: Path | None, micropython: Path
 
     The chip found on PORT must be the board's chip; the module's flash size must be the one
     the image was built for. Watch it start with `keyhook console --port PORT`.
+
+    The image holds a whole file system: flashing replaces the device's pairings, rules and
+    setup code. To update a device and keep them, use `keyhook deploy`.
     """
     board = boards.load(board_name)
     size = flash_size_arg(flash_size)
