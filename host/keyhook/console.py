@@ -34,12 +34,20 @@ def open_port(port: str, baud: int = 115200):
     return s
 
 
-def hard_reset(s) -> None:
-    """Pulse EN low through RTS, with BOOT (DTR) released: a normal boot."""
-    s.dtr = False
-    s.rts = True
-    time.sleep(RESET_PULSE_S)
-    s.rts = False
+def hard_reset(s) -> bool:
+    """Pulse EN low through RTS, with BOOT (DTR) released: a normal boot.
+
+    Returns False when the port has no modem lines to do it with (some adapters, pseudo
+    terminals); then only the board's RESET button restarts it.
+    """
+    try:
+        s.dtr = False
+        s.rts = True
+        time.sleep(RESET_PULSE_S)
+        s.rts = False
+    except OSError:
+        return False
+    return True
 
 
 def run(port: str, baud: int = 115200, reset: bool = False) -> None:
@@ -53,8 +61,8 @@ def run(port: str, baud: int = 115200, reset: bool = False) -> None:
         term.set_rx_encoding("utf-8", errors="replace")
         term.set_tx_encoding("utf-8")
         print(f"--- keyhook console on {port} at {baud} baud; Ctrl-] quits ---", flush=True)
-        if reset:
-            hard_reset(s)
+        if reset and not hard_reset(s):
+            print("--- this port cannot reset the board: press its RESET (EN) button ---", flush=True)
         term.start()
         try:
             term.join(True)

@@ -46,3 +46,14 @@ def test_console_shows_what_the_board_prints():
         s.close()
         os.close(master)
         os.close(slave)
+
+
+def test_reset_without_modem_lines_says_so():
+    master, slave = os.openpty()
+    s = kconsole.open_port(os.ttyname(slave))
+    try:
+        assert kconsole.hard_reset(s) is False  # a pseudo terminal has no RTS line
+    finally:
+        s.close()
+        os.close(master)
+        os.close(slave)
