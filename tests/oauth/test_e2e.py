@@ -13,27 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from keyhook import mp
 from keyhook.devpki import make_pki
-from keyhook.paths import UNIX_BOARD
 from keyhook.receiver import Receiver, Respond, server_context
 from keyhook.tokenserver import TokenServer
-from keyhook.truststore import write_trust_store
 
 KEYHOOK = Path(sys.executable).parent / "keyhook"
-
-
-def _cli_has_fire() -> bool:
-    try:
-        from keyhook.cli import cli
-        cli.make_context  # noqa: B018 - the group exists
-        from click.testing import CliRunner
-        return CliRunner().invoke(cli, ["fire", "--help"]).exit_code == 0
-    except Exception:  # noqa: BLE001 - any failure means: not there yet
-        return False
-
-
-USE_CLI = _cli_has_fire()
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +25,13 @@ def pki(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-@pytest.fixture(scope="module")
-def trust_dir(pki, tmp_path_factory):
-    d = tmp_path_factory.mktemp("trust")
-    write_trust_store([pki.root.der], d)
-    return d
-
-
 class Fire:
-    """Runs `keyhook fire FILE --state DIR --trust root.pem` (or, until that command exists, the
-    same engine through boards/unix/fire.py) and returns its JSON result."""
+    """Runs `keyhook fire FILE --state DIR [--trust root.pem]` (public roots left out, so the
+    test CA is the only one) and returns its JSON result."""
 
-    def __init__(self, tmp_path: Path, pki, trust_dir: Path):
+    def __init__(self, tmp_path: Path, pki):
         self.tmp_path = tmp_path
         self.pki = pki
-        self.trust_dir = trust_dir
         self.state = tmp_path / "state"
         self.n = 0
         self.outputs: list[str] = []
@@ -64,20 +40,10 @@ class Fire:
         self.n += 1
         f = self.tmp_path / f"webhook{self.n}.json"
         f.write_text(json.dumps(webhook))
-        if USE_CLI:
-            cmd = [str(KEYHOOK), "fire", str(f), "--state", str(self.state)]
-            if trust:
-                cmd += ["--trust", str(self.pki.root.cert_path)]
-            p = subprocess.run(cmd, capture_output=True, timeout=120)
-        else:
-            args = [str(f), "--state", str(self.state)]
-            if trust:
-                args += ["--trust-dir", str(self.trust_dir)]
-            else:
-                empty = self.tmp_path / "empty-trust"
-                empty.mkdir(exist_ok=True)
-                args += ["--trust-dir", str(empty)]
-            p = mp.run_micropython(UNIX_BOARD / "fire.py", args, timeout=120)
+        cmd = [str(KEYHOOK), "fire", str(f), "--state", str(self.state), "--no-public-roots"]
+        if trust:
+            cmd += ["--trust", str(self.pki.root.cert_path)]
+        p = subprocess.run(cmd, capture_output=True, timeout=120)
         out = p.stdout.decode()
         self.outputs.append(out + p.stderr.decode())
         lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
@@ -113,8 +79,8 @@ def chain_fingerprint(wh: dict) -> str:
 
 
 @pytest.fixture
-def fire(tmp_path, pki, trust_dir) -> Fire:
-    return Fire(tmp_path, pki, trust_dir)
+def fire(tmp_path, pki) -> Fire:
+    return Fire(tmp_path, pki)
 
 
 @pytest.fixture
