@@ -24,22 +24,23 @@ _IOCTL_ERASE = const(6)
 class FlashBlockDev:
     def __init__(self, path, blocks=_BLOCKS, block_size=_BLOCK, cut_at=0):
         self.path = path
-        self.blocks = blocks
         self.block_size = block_size
         self.cut_at = cut_at
         self.writes = 0  # flash modifications so far (writeblocks calls plus erases)
-        size = blocks * block_size
         try:
             have = os.stat(path)[6]
         except OSError:
             have = 0
-        if have < size:
-            # A new image is erased flash; growing an image keeps what it holds.
-            with open(path, "ab") as f:
+        if have >= block_size:
+            # An existing image keeps its own size: littlefs recorded its block count, and a
+            # mount with another count would fail (and reformat).
+            blocks = have // block_size
+        else:
+            with open(path, "wb") as f:  # a new image is erased flash
                 chunk = b"\xff" * block_size
-                while have < size:
+                for _ in range(blocks):
                     f.write(chunk)
-                    have += block_size
+        self.blocks = blocks
         self._f = open(path, "r+b")
         self._erased = b"\xff" * block_size  # made once: no 4 KiB allocation per erase
 
@@ -83,7 +84,8 @@ class FlashBlockDev:
 
 
 def mount(path, mount_point="/flash", blocks=_BLOCKS, cut_at=0):
-    # Mount the image at mount_point, formatting it first when it is blank; returns the device.
+    # Mount the image at mount_point (a new image has `blocks` blocks), formatting it first
+    # when it is blank; returns the device.
     bd = FlashBlockDev(path, blocks, cut_at=cut_at)
     if bd.blank():
         os.VfsLfs2.mkfs(bd)
