@@ -40,6 +40,9 @@ def _register() -> None:
     from keyhook.commands import console; cli.add_command(console.console)
     from keyhook.commands import sim; cli.add_command(sim.sim)
     from keyhook.commands import fire; cli.add_command(fire.fire)
+    from keyhook.commands import device
+    for command in device.COMMANDS:
+        cli.add_command(command)
     # COMMANDS-END
     pass
 
@@ -47,7 +50,8 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> None:
     _register()
     try:
-        cli.main(args=argv, prog_name="keyhook", standalone_mode=False)
+        # standalone_mode=False: ctx.exit(n) comes back as the return value.
+        rv = cli.main(args=argv, prog_name="keyhook", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -61,4 +65,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -257,6 +257,8 @@ class Queue:
             code = _code_of(res)
             out["status"] = status
             out["error"] = code
+            out["sent"] = bool(res.get("sent"))
+            out["elapsed_ms"] = res.get("elapsed_ms")
             retry = (code in RETRY_CODES) or (code is None and status in RETRY_STATUS)
             if not retry:
                 self._log.add(name, status=status, code=code, attempt=n, of=self.attempts,

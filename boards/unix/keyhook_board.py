@@ -1,0 +1,28 @@
+# Unix board start-up, called by firmware/main.py before anything else: mount the littlefs
+# image that plays the ESP32's flash partition, and describe the board as /board.json does
+# on a real image (boards/unix/board.json).
+#   KEYHOOK_SIM_STATE  the state directory (flash image, unique id); default ./keyhook-state
+#   KEYHOOK_SIM_NAME   the advertised name (default keyhook-XXXXXX from the device id)
+#   KEYHOOK_SIM_CERTS  the trust store directory on the host (default: none)
+import json
+import os
+
+
+def setup():
+    import flashbd
+    from kh.store import files
+
+    state = os.getenv("KEYHOOK_SIM_STATE") or "keyhook-state"
+    files.makedirs(state)
+    flashbd.mount(state + "/flash.img", "/flash")
+    info = {}
+    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
+    raw = files.read(here + "/board.json")
+    if raw:
+        info = json.loads(raw)
+    info["data"] = "/flash/data"
+    info["certs"] = os.getenv("KEYHOOK_SIM_CERTS") or "/flash/certs"
+    name = os.getenv("KEYHOOK_SIM_NAME")
+    if name:
+        info["device_name"] = name
+    return info

@@ -1,0 +1,263 @@
+# App layer: the operations a paired app may give (firmware/PROTOCOL.md section 6).
+# `Commands.handle(app_id, msg)` returns the response dict; it never raises on hostile input.
+# Everything the device holds is reached through `ctx`, built by main.py:
+#   ctx.device  kh.session.device.Device    pairings, setup code, identity
+#   ctx.rules   kh.store.rules store        rules, atomic puts, metadata
+#   ctx.queue   kh.engine.queue             fires rules in order, with retries
+#   ctx.log     kh.engine.log               redacted log ring
+#   ctx.config  kh.store.config             Wi-Fi credentials, settings
+#   ctx.trust   kh.http.truststore          DER roots on the store
+#   ctx.net     network adapter (connect(ssid, pw), status())
+#   ctx.clock   kh.app.clock
+#   ctx.name    the advertised name
+import gc
+import json
+
+from micropython import const
+
+from kh import VERSION
+from kh.store import files
+
+_MAX_LOG_LINES = const(100)
+_TRIGGER_WAIT_MS = const(15000)  # the app waits longer (keyhook.device.TRIGGER_TIMEOUT_S)
+_IDENTITY = "device.json"  # kh/session/device.py
+
+
+class AppError(Exception):
+    def __init__(self, code, message):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+def _need(msg, key, kind):
+    v = msg.get(key)
+    if not isinstance(v, kind):
+        raise AppError("bad_request", "field '%s' is missing or has the wrong type" % key)
+    return v
+
+
+class Commands:
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self._txn = None          # (txn id, app_id) of an open staged rules transaction
+        self._stage = None        # its kh.store.rules.Stage
+        self._txn_n = 0
+        self.on_unpair = None     # set by main: ends the session of the app that unpaired
+        self.on_reset = None      # set by main: restart after a factory reset
+
+    def abort(self):
+        # A disconnect: a staged transaction that was not committed is discarded.
+        if self._stage is not None:
+            self._stage.abort()
+        self._stage = None
+        self._txn = None
+
+    async def handle(self, app_id, msg):
+        rid = msg.get("id") if isinstance(msg, dict) else None
+        try:
+            if not isinstance(msg, dict):
+                raise AppError("bad_request", "a request must be a JSON object")
+            op = msg.get("op")
+            fn = _OPS.get(op) if isinstance(op, str) else None
+            if fn is None:
+                raise AppError("unknown_op", "unknown operation %r; see PROTOCOL.md section 6" % (op,))
+            out = await fn(self, app_id, msg)
+            out["id"] = rid
+            out["ok"] = True
+            return out
+        except AppError as e:
+            return {"id": rid, "ok": False, "error": e.code, "message": e.message}
+        except MemoryError:
+            gc.collect()
+            return {"id": rid, "ok": False, "error": "internal", "message": "out of memory; send fewer rules at once"}
+        except Exception as e:  # a bug must not kill the session task; report its type only
+            self.ctx.log.add("app", "internal error " + type(e).__name__)
+            return {"id": rid, "ok": False, "error": "internal", "message": type(e).__name__}
+
+    # --- operations -------------------------------------------------------------------
+
+    async def op_info(self, app_id, msg):
+        gc.collect()
+        ctx = self.ctx
+        return {
+            "name": ctx.name,
+            "firmware": VERSION,
+            "device_id": ctx.device.device_id,
+            "mem_free": gc.mem_free(),
+            "clock": ctx.clock.now() if ctx.clock.is_set() else None,
+            "wifi": ctx.net.status(),
+            "rules": ctx.rules.count(),
+            "pairings": len(ctx.device.pairings()),
+        }
+
+    async def op_rules_put(self, app_id, msg):
+        return {"stored": _store(self.ctx.rules.put, _need(msg, "rules", list))}
+
+    async def op_rules_begin(self, app_id, msg):
+        self.abort()
+        self._txn_n += 1
+        self._stage = self.ctx.rules.Stage()
+        self._txn = (self._txn_n, app_id)
+        return {"txn": self._txn_n}
+
+    def _check_txn(self, app_id, msg):
+        txn = _need(msg, "txn", int)
+        if self._txn is None or self._txn != (txn, app_id):
+            raise AppError("bad_request", "no open transaction %d; start with rules.begin" % txn)
+
+    async def op_rules_stage(self, app_id, msg):
+        self._check_txn(app_id, msg)
+        rules = _need(msg, "rules", list)
+        try:
+            return {"staged": _store(self._stage.add, rules)}
+        except AppError:
+            self._txn = None  # a refused part ends the transaction; the store is unchanged
+            self._stage = None
+            raise
+
+    async def op_rules_commit(self, app_id, msg):
+        self._check_txn(app_id, msg)
+        stage, self._stage, self._txn = self._stage, None, None
+        return {"stored": _store(stage.commit)}
+
+    async def op_rules_list(self, app_id, msg):
+        return {"rules": self.ctx.rules.list_meta()}
+
+    async def op_rules_delete(self, app_id, msg):
+        name = _need(msg, "functionName", str)
+        if self.ctx.rules.get(name) is None:
+            return {"deleted": False}
+        _store(self.ctx.rules.delete, name)
+        return {"deleted": True}
+
+    async def op_trigger(self, app_id, msg):
+        name = _need(msg, "functionName", str)
+        ticket = self.ctx.queue.trigger(name)
+        if ticket is None:
+            if self.ctx.queue.why_not(name) == "not_found":
+                raise AppError("not_found", "no rule named %s" % json.dumps(name))
+            raise AppError("not_triggerable", "rule %s is not fired by the app: its events lack "
+                           "\"trigger\"" % json.dumps(name))
+        if msg.get("wait", True) is False:
+            return {"result": None, "queued": True}
+        # Retries may outlast the wait: then the fire goes on and `log` tells how it ended.
+        outcome = await self.ctx.queue.wait(ticket, _TRIGGER_WAIT_MS)
+        return {"result": outcome, "queued": outcome is None}
+
+    async def op_wifi(self, app_id, msg):
+        ssid = _need(msg, "ssid", str)
+        pw = msg.get("password", "")
+        if not isinstance(pw, str) or not 0 < len(ssid) <= 32 or len(pw) > 64:
+            raise AppError("bad_request", "ssid must be 1-32 characters and password at most 64")
+        self.ctx.config.set_wifi(ssid, pw)
+        self.ctx.net.connect(ssid, pw)
+        return {"stored": True}
+
+    async def op_time(self, app_id, msg):
+        unix = _need(msg, "unix", int)
+        if unix < 1700000000:
+            raise AppError("bad_request", "unix time %d is before 2023; send the current time" % unix)
+        self.ctx.clock.set(unix)
+        return {"clock": self.ctx.clock.now()}
+
+    async def op_trust_add(self, app_id, msg):
+        import binascii
+        try:
+            der = binascii.a2b_base64(_need(msg, "der", str))
+            return {"id": self.ctx.trust.add(der)}
+        except ValueError as e:
+            raise AppError("bad_request", "der: not a base64 DER certificate (%s)" % e)
+
+    async def op_trust_remove(self, app_id, msg):
+        return {"removed": self.ctx.trust.remove(_need(msg, "id", str))}
+
+    async def op_trust_list(self, app_id, msg):
+        return {"roots": self.ctx.trust.list()}
+
+    async def op_log(self, app_id, msg):
+        n = msg.get("lines", 20)
+        if not isinstance(n, int) or n < 1:
+            n = 20
+        return {"lines": self.ctx.log.tail(min(n, _MAX_LOG_LINES))}
+
+    def _admin(self, app_id, what):
+        if not self.ctx.device.is_admin(app_id):
+            raise AppError("forbidden", "only the admin app (the one paired with the setup code) may " + what)
+
+    async def op_pairing_open(self, app_id, msg):
+        self._admin(app_id, "let another app pair")
+        secs = msg.get("seconds", 300)
+        if not isinstance(secs, int) or not 10 <= secs <= 3600:
+            raise AppError("bad_request", "seconds must be from 10 to 3600")
+        return {"code": self.ctx.device.open_pairing_window(secs), "seconds": secs}
+
+    async def op_pairing_list(self, app_id, msg):
+        return {"apps": self.ctx.device.pairings(), "you": app_id}
+
+    async def op_pairing_remove(self, app_id, msg):
+        target = _need(msg, "app_id", str)
+        if target != app_id:
+            self._admin(app_id, "remove another app's pairing")
+        removed = self.ctx.device.remove_pairing(target)
+        if removed and target == app_id and self.on_unpair:
+            self.on_unpair(app_id)
+        return {"removed": removed}
+
+    async def op_unpair(self, app_id, msg):
+        self.ctx.device.remove_pairing(app_id)
+        self.ctx.log.add("app", "unpaired")
+        if self.on_unpair:
+            self.on_unpair(app_id)
+        return {}
+
+    async def op_reset(self, app_id, msg):
+        if msg.get("confirm") != "reset":
+            raise AppError("bad_request", "a factory reset needs confirm: \"reset\"")
+        self._admin(app_id, "reset the device")
+        self.abort()
+        self.ctx.trust.clear_added()
+        self.ctx.device.factory_reset()
+        # Everything under the data root goes (rules, tokens, Wi-Fi, pairings, settings) but the
+        # device's identity file: its id and setup code are printed on its label.
+        for name in files.listdir(self.ctx.root):
+            if name != _IDENTITY:
+                files.rmtree(self.ctx.root + "/" + name)
+        self.ctx.log.add("app", "factory reset")
+        if self.on_reset:
+            self.on_reset()
+        return {}
+
+
+def _store(fn, *args):
+    # Store refusals (kh.store.errors.StoreError: invalid_rule, too_many, no_space, not_found)
+    # reach the app with their code and message; nothing was changed.
+    from kh.store.errors import StoreError
+
+    try:
+        return fn(*args)
+    except StoreError as e:
+        raise AppError(e.code, e.message)
+
+
+_OPS = {
+    "info": Commands.op_info,
+    "rules.put": Commands.op_rules_put,
+    "rules.begin": Commands.op_rules_begin,
+    "rules.stage": Commands.op_rules_stage,
+    "rules.commit": Commands.op_rules_commit,
+    "rules.list": Commands.op_rules_list,
+    "rules.delete": Commands.op_rules_delete,
+    "trigger": Commands.op_trigger,
+    "wifi": Commands.op_wifi,
+    "time": Commands.op_time,
+    "trust.add": Commands.op_trust_add,
+    "trust.remove": Commands.op_trust_remove,
+    "trust.list": Commands.op_trust_list,
+    "log": Commands.op_log,
+    "pairing.open": Commands.op_pairing_open,
+    "pairing.list": Commands.op_pairing_list,
+    "pairing.remove": Commands.op_pairing_remove,
+    "unpair": Commands.op_unpair,
+    "reset": Commands.op_reset,
+}

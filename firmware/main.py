@@ -1,0 +1,163 @@
+# keyhook device start-up: storage, clock, Wi-Fi, BLE service, event sources, rule engine.
+# The layers of DESIGN.md meet here and nowhere else: what arrives from the radio climbs up
+# gatt -> session -> app through the callbacks wired below.
+import asyncio
+import gc
+import json
+
+from micropython import const
+
+import kh
+from kh import store
+from kh.store import files
+
+_BUTTON_DEBOUNCE_MS = const(50)
+_PAIR_REQ = const(0x01)
+_PAIR_B = const(0x03)
+
+
+def board_info():
+    # /board.json is written into the image by `keyhook build`; the unix board's start-up
+    # module mounts its flash image and answers for it.
+    try:
+        import keyhook_board
+
+        return keyhook_board.setup()
+    except ImportError:
+        pass
+    info = {}
+    raw = files.read("/board.json")
+    if raw:
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            info = {}
+    info.setdefault("data", "/data")
+    info.setdefault("certs", "/certs")
+    return info
+
+
+class Ctx:
+    # What the app layer may reach (kh/app/commands.py lists it).
+    pass
+
+
+class Keyhook:
+    def __init__(self, info):
+        import bluetooth
+
+        from kh.app import clock
+        from kh.app.commands import Commands
+        from kh.engine import wifi
+        from kh.engine.fire import Env, fire
+        from kh.engine.log import Log
+        from kh.engine import queue as _queue
+        from kh.gatt.service import GattService
+        from kh.http import trustedit
+        from kh.session.device import Device
+        from kh.store import config, rules
+
+        root = store.use(info.get("data"))
+        self.info = info
+        self.device = Device(root)  # prints the setup code while unpaired
+        self.log = Log()
+        self.env = Env(trust_dir=info["certs"], state_dir=root)
+        self.queue = _queue.from_settings(fire, self.env, log=self.log, net_up=wifi.connected)
+        ctx = Ctx()
+        ctx.root = root
+        ctx.device = self.device
+        ctx.rules = rules
+        ctx.queue = self.queue
+        ctx.log = self.log
+        ctx.config = config
+        ctx.trust = trustedit.TrustEditor(info["certs"], root)
+        ctx.net = wifi
+        ctx.clock = clock
+        ctx.name = info.get("device_name") or (info.get("name_prefix") or "keyhook-") + self.device.device_id[-6:]
+        self.name = ctx.name
+        self.commands = Commands(ctx)
+        self.commands.on_unpair = self._end_session
+        self.commands.on_reset = self._restart
+        self._end = False
+        self._reset = False
+        self.channel = None
+        self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect)
+        creds = config.wifi()
+        if creds:
+            wifi.connect(creds["ssid"], creds.get("password", ""))
+
+    # ---- link events (called from the GATT task, never from an IRQ) ----
+
+    def _on_connect(self):
+        from kh.session.channel import Channel
+
+        self.channel = Channel(self.device)
+
+    def _on_disconnect(self):
+        if self.channel:
+            self.channel.close()
+        self.channel = None
+        self.commands.abort()  # a staged rules transaction dies with its connection
+        self.gatt.advertise(self.device.paired())
+
+    async def _on_record(self, record):
+        ch = self.channel
+        if ch is None:
+            return
+        if record and record[0] in (_PAIR_REQ, _PAIR_B):
+            # Pairing crypto and a TLS connection do not fit in RAM together (micropython-facts).
+            self.env.close()
+            gc.collect()
+        replies, msg = await ch.receive(record)
+        for r in replies:
+            await self.gatt.send(r)
+        if msg is not None:
+            response = await self.commands.handle(ch.app_id, msg)
+            await self.gatt.send(ch.seal(response))
+        if ch.closed or self._end:
+            self._end = False
+            self.gatt.disconnect()
+        if self._reset:
+            await asyncio.sleep_ms(200)  # let the last notification leave
+            import machine
+
+            machine.reset()
+
+    def _end_session(self, app_id):
+        self._end = True
+
+    def _restart(self):
+        self._reset = True
+
+    # ---- event sources ----
+
+    async def button(self):
+        # The boot button: lifts a pairing lock-out (a local action) and fires "button:boot" rules.
+        import machine
+
+        pin_no = ((self.info.get("pins") or {}).get("button") or {}).get("gpio", 0)
+        flag = asyncio.ThreadSafeFlag()
+        pin = machine.Pin(pin_no, machine.Pin.IN, machine.Pin.PULL_UP)
+        pin.irq(lambda p: flag.set(), machine.Pin.IRQ_FALLING)
+        while True:
+            await flag.wait()
+            await asyncio.sleep_ms(_BUTTON_DEBOUNCE_MS)
+            self.device.button_pressed()
+            n = self.queue.event("button:boot")
+            self.log.add("button", note="pressed") if n == 0 else None
+
+    async def run(self):
+        self.gatt.advertise(self.device.paired())
+        print("keyhook %s (%s) advertising as %s" % (kh.VERSION, self.device.device_id, self.name))
+        asyncio.create_task(self.queue.run())
+        asyncio.create_task(self.button())
+        await self.gatt.run()
+
+
+def main():
+    app = Keyhook(board_info())
+    gc.collect()
+    asyncio.run(app.run())
+
+
+main()
