@@ -189,6 +189,7 @@ class Receiver:
                 s, _ = self._sock.accept()
             except OSError:
                 return
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 conn = Connection(index=len(self.connections), tls=self.tls is not None)
                 self.connections.append(conn)
@@ -302,7 +303,12 @@ class Receiver:
         keep = plan.keep_alive and plan.framing != "close" and plan.action == "respond"
         if not keep:
             head.append("Connection: close")
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode()
+        if plan.action == "respond" and not plan.chunk_delay_s and plan.framing != "chunked" \
+                and len(body) <= plan.chunk_size:
+            sock.sendall(head_bytes + body)  # one segment: no Nagle/delayed-ACK stall
+            return self._after(plan, keep, conn)
+        sock.sendall(head_bytes)
         if plan.action == "reset_mid_body":
             sock.sendall(body[: len(body) // 2])
             time.sleep(0.05)
@@ -319,6 +325,9 @@ class Receiver:
                 time.sleep(plan.chunk_delay_s)
         if plan.framing == "chunked" and req.method != "HEAD":
             sock.sendall(b"0\r\n\r\n")
+        return self._after(plan, keep, conn)
+
+    def _after(self, plan: Respond, keep: bool, conn: Connection) -> bool:
         if not keep:
             conn.closed_by = "server"
             return False

@@ -15,7 +15,8 @@ _POLL_OUT = select.POLLOUT
 _POLL_BAD = select.POLLERR | select.POLLHUP
 _EINPROGRESS = const(115)
 _ERR_SSL_CONN_EOF = const(-0x7280)  # peer closed without close_notify
-_EAGAIN = (11, 115, 119)
+_IPPROTO_TCP = const(6)  # same numbers on Linux and lwIP
+_TCP_NODELAY = const(1)
 
 
 def deadline(timeout_ms):
@@ -47,15 +48,17 @@ class Conn:
 
     async def wait(self, ev, dl, phase):
         # until the socket is ready for ev (or in error); FireError("timeout") at the deadline
+        # Always yields once, so a fire whose server answers at once still lets other tasks run
+        # between its steps; only mbedTLS's own computations run without a break.
         self.poller.modify(self.s, ev)
         pause = 0
         while True:
+            await asyncio.sleep_ms(pause)
             r = self.poller.poll(0)
             if r:
                 return r[0][1]
             if left_ms(dl) <= 0:
                 raise FireError("timeout", "no progress within the time-out while " + phase)
-            await asyncio.sleep_ms(pause)
             pause = 1
 
     def close(self):
@@ -145,6 +148,12 @@ async def open_tcp(family, ip, sockaddr, port, dl, key):
     s = socket.socket(family, socket.SOCK_STREAM)
     c = Conn(s, family, ip, key)
     try:
+        try:
+            # the TLS client flight and a request head go out as several small writes; without
+            # this, Nagle holds the last one until the peer's delayed ACK (40 ms on Linux)
+            s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except OSError:
+            pass
         s.setblocking(False)
         try:
             s.connect(sockaddr)
