@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,7 @@ except (OSError, ValueError):
 print('KEYHOOK-PROBE ' + json.dumps({'machine': sys.implementation._machine, 'board': board, 'files': out, 'dirs': dirs}))
 """
 PROBE_MARKER = "KEYHOOK-PROBE "
+PROBE_TIMEOUT_S = 60  # hashing ~50 files on an ESP32 takes a few seconds
 MANAGED_TOP = ("main.py", "boot.py", "board.json", "kh")
 REMOVABLE_PREFIX = "kh/"
 
@@ -102,9 +104,10 @@ def run_mpremote(port: str, args: Sequence[str], *, timeout: float = 120, runner
     if proc.returncode != 0:
         err = ((proc.stderr or "") + (proc.stdout or "")).strip()
         low = err.lower()
-        if "failed to access" in low and "in use" in low:
-            raise serialport.busy(port)
-        if "failed to access" in low or "no device found" in low or "no such file" in low:
+        if "failed to access" in low:
+            # mpremote says "(it may be in use by another program)" for a missing port too.
+            raise serialport.busy(port) if os.path.exists(port) else serialport.missing(port)
+        if "no device found" in low or "no such file" in low:
             raise serialport.missing(port)
         if "could not enter raw repl" in low:
             raise KeyhookError(f"the board on {port} does not answer as MicroPython",
@@ -140,7 +143,8 @@ def probe_script(roots: Sequence[str]) -> str:
 
 def probe(port: str, roots: Sequence[str], runner: Runner | None = None) -> DeviceState:
     """Ask the device which managed files it has, with their SHA-256."""
-    return parse_probe(run_mpremote(port, ["exec", probe_script(roots)], runner=runner).stdout)
+    return parse_probe(run_mpremote(port, ["exec", probe_script(roots)], timeout=PROBE_TIMEOUT_S,
+                                    runner=runner).stdout)
 
 
 def board_from_machine(machine: str) -> str:

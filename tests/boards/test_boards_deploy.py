@@ -169,8 +169,8 @@ def test_a_device_set_up_for_another_board_is_refused(board_fs, fw):
 
 
 @pytest.mark.parametrize("stderr, words", [
-    ("mpremote: failed to access /dev/ttyFAKE (it may be in use by another program)", "is busy"),
-    ("mpremote: failed to access /dev/ttyFAKE", "does not exist"),
+    # mpremote says the same for a missing port and a busy one: keyhook looks at the path.
+    ("mpremote: failed to access /dev/ttyFAKE (it may be in use by another program)", "does not exist"),
     ("mpremote: no device found", "does not exist"),
     ("mpremote: could not enter raw repl", "does not answer as MicroPython"),
     ("Traceback...\nOSError: 28", "mpremote failed on /dev/ttyFAKE: OSError: 28"),
@@ -206,3 +206,27 @@ def test_probe_output_is_parsed():
     assert st.files == {"a": "00"} and st.board is None
     with pytest.raises(KeyhookError, match="missing"):
         kdeploy.parse_probe("Traceback")
+
+
+def test_mpremote_busy_and_silent_ports(tmp_path):
+    # The real mpremote subprocess: on a port another program holds, and on one where nothing
+    # answers (a pseudo terminal with no board behind it), bounded by the time-out.
+    import os
+
+    import serial
+
+    master, slave = os.openpty()
+    name = os.ttyname(slave)
+    try:
+        holder = serial.Serial(name, exclusive=True)
+        try:
+            with pytest.raises(KeyhookError, match="is busy"):
+                kdeploy.run_mpremote(name, ["exec", "print(1)"], timeout=30)
+        finally:
+            holder.close()
+        with pytest.raises(KeyhookError, match="did not finish within 3 s") as e:
+            kdeploy.run_mpremote(name, ["exec", "print(1)"], timeout=3)
+        assert "RESET" in e.value.hint
+    finally:
+        os.close(master)
+        os.close(slave)
