@@ -486,3 +486,13 @@ def test_after_a_factory_reset_the_old_key_is_refused_and_the_setup_code_pairs_a
     run(pair(PipeLink(device), CODE, ks))
     assert ks.get(dev_id).key != old
     assert run(_one_request(device, ks))["ok"] is True
+
+
+def test_non_ascii_text_round_trips(paired):
+    device, ks = paired
+    text = "Tür öffnen ✓ 🙂 \u0000 \"quoted\" \\ back"
+
+    async def go():
+        s = await open_session(PipeLink(device), ks)
+        return await s.request("rules.delete", functionName=text)
+    assert run(go())["echo"]["functionName"] == text
