@@ -233,6 +233,21 @@ def test_401_twice_is_reported_not_looped(fire, pki, started):
     assert len(ts.token_requests) == 2
 
 
+def test_401_then_refresh_refused(fire, pki, started):
+    # The resource rejects the cached token and the identity provider has revoked the refresh
+    # token meanwhile: the fire reports the token endpoint's failure (what the integrator must
+    # fix), after one request that did reach the resource.
+    ts = started(tls_token_server(pki))
+    wh = webhook(ts.resource_url, ts.token_url)
+    assert fire(wh)["status"] == 200
+    ts.revoke_access_tokens()
+    ts.fail = "invalid_grant"
+    r = fire(wh)
+    assert (r["error"], r["sent"], r["status"]) == ("token_endpoint", True, None)
+    assert "invalid_grant" in r["message"] and "new refresh token" in r["message"]
+    assert [q.status for q in ts.resource_requests] == [200, 401]
+
+
 # -- token endpoint failures: nothing reaches the resource server -----------------------------
 
 @pytest.mark.parametrize("mode, words", [
