@@ -11,7 +11,7 @@ import pytest
 from keyhook import KeyhookError, boards, build
 from keyhook.paths import FIRMWARE
 
-from conftest import HAVE_TRUSTSTORE, REAL_BOARDS
+from boardtest import HAVE_TRUSTSTORE, REAL_BOARDS, ca_select
 
 # Runs under the MicroPython unix port: mount the image read-only with os.VfsLfs2 over a file
 # block device (tests/mp/powercut.py's FileBlockDev), walk it, and report every file.
@@ -185,7 +185,7 @@ def test_trust_store_index_is_consistent_for_the_firmware(name, built, micropyth
     # The firmware code came from the image (bytecode .mpy is portable across architectures).
     assert seen["module"] == "/img/kh/http/trust.mpy"
     rows = seen["rows"]
-    want = build.load_roots(None, list(__import__("conftest").ca_select()))
+    want = build.load_roots(None, ca_select())
     assert len(rows) == len(want) == result.trust["count"]
     assert sorted(seen["files"]) == sorted([r[0] for r in rows] + ["index.txt"])
     for fname, subject, h, found in rows:

@@ -10,7 +10,7 @@ import pytest
 from keyhook import KeyhookError, boards
 from keyhook.paths import BOARDS
 
-from conftest import REAL_BOARDS
+from boardtest import REAL_BOARDS
 
 # What MicroPython's esp32 port (v1.28.0, unchanged in v1.29.0-preview) does, per chip:
 # image offset from its board.json deploy_options, vfs from partitions-4MiBplus.csv + main.c.

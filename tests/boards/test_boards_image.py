@@ -14,7 +14,7 @@ from keyhook import KeyhookError, boards
 from keyhook import image as kimage
 from keyhook.cli import main
 
-from conftest import REAL_BOARDS
+from boardtest import REAL_BOARDS
 
 
 def esptool_image_info(parts: list[tuple[int, bytes]]) -> list[str]:
