@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import click
+
 from keyhook import KeyhookError
 
 HOST = "127.0.0.1"
@@ -319,24 +321,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
 
-def _main() -> None:
-    """Serve from the command line: ``python -m keyhook.tokenserver [--rotate] ...``."""
-    import argparse
+@click.command(name="tokenserver")
+@click.option("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any free one).")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False), help="PEM chain, leaf first (serves HTTPS).")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="The leaf's private key (PEM).")
+@click.option("--refresh-token", default="rt-initial", show_default=True, help="The refresh token to accept first.")
+@click.option("--client-id", default=None, help="Require this client_id.")
+@click.option("--rotate", is_flag=True, help="Issue a new refresh token with every grant.")
+@click.option("--expires-in", type=int, default=3600, show_default=True, help="Access-token lifetime, seconds.")
+@click.option("--fail", type=click.Choice([m for m in _FAIL_MODES if m]), default=None,
+              help="Answer every grant with this failure.")
+def main(port: int, cert: str | None, key: str | None, refresh_token: str, client_id: str | None,
+         rotate: bool, expires_in: int, fail: str | None) -> None:
+    """Serve a local OAuth 2.0 token endpoint (and a bearer resource) on 127.0.0.1 until Ctrl-C.
 
-    p = argparse.ArgumentParser(prog="python -m keyhook.tokenserver", description=__doc__.split("\n")[0])
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--cert", help="PEM chain, leaf first (serves HTTPS)")
-    p.add_argument("--key", help="the leaf's private key (PEM)")
-    p.add_argument("--refresh-token", default="rt-initial")
-    p.add_argument("--client-id")
-    p.add_argument("--rotate", action="store_true")
-    p.add_argument("--expires-in", type=int, default=3600)
-    p.add_argument("--fail", choices=[m for m in _FAIL_MODES if m])
-    a = p.parse_args()
-    ts = TokenServer(refresh_token=a.refresh_token, client_id=a.client_id, rotate=a.rotate,
-                     expires_in=a.expires_in, fail=a.fail, certfile=a.cert, keyfile=a.key, port=a.port)
+    Prints {"token_url", "resource_url"} as one JSON line. For tests and demos only.
+    """
+    try:
+        ts = TokenServer(refresh_token=refresh_token, client_id=client_id, rotate=rotate,
+                         expires_in=expires_in, fail=fail, certfile=cert, keyfile=key, port=port)
+    except KeyhookError as e:
+        raise click.UsageError(f"{e} ({e.hint})" if e.hint else str(e)) from e
     with ts:
-        print(json.dumps({"token_url": ts.token_url, "resource_url": ts.resource_url}), flush=True)
+        click.echo(json.dumps({"token_url": ts.token_url, "resource_url": ts.resource_url}))
         try:
             while True:
                 time.sleep(3600)
@@ -345,4 +352,4 @@ def _main() -> None:
 
 
 if __name__ == "__main__":
-    _main()
+    main()
