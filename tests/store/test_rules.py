@@ -66,8 +66,7 @@ def _bad_cases(pem: str) -> list[tuple[str, dict, str]]:
          lambda r: r["definition"].update(additionalHttpHeaders={"X-A": "HEADER-SECRET\r\nHost: evil"}))
     case("bad header name", "definition.additionalHttpHeaders",
          lambda r: r["definition"].update(additionalHttpHeaders={"X A": "HEADER-SECRET"}))
-    case("content-length header", "definition.additionalHttpHeaders",
-         lambda r: r["definition"].update(additionalHttpHeaders={"Content-Length": "5"}))
+    case("port 0", "definition.url", lambda r: r["definition"].update(url="https://h:0/PATH-SECRET"))
     case("bad timeout", "definition.timeout", lambda r: r["definition"].update(timeout=0))
     case("bool timeout", "definition.timeout", lambda r: r["definition"].update(timeout=True))
     case("bad body", "definition.body", lambda r: r["definition"].update(body="BODY-SECRET"))

@@ -17,8 +17,6 @@ _LEVELS = ("TlsWithCACheck", "TlsPinnedCertificate", "TlsAllowSelfSigned", "Allo
 _AUTH = ("None", "OAuth2IssuedAccessToken", "OAuth2IssuedRefreshToken")
 _TOKEN_CHARS = "!#$%&'*+-.^_`|~"
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
-# Header fields the HTTP client writes itself; a rule may not set them (request smuggling).
-_RESERVED = ("host", "content-length", "transfer-encoding", "connection")
 
 
 def _fail(name, field, what):
@@ -157,10 +155,12 @@ def _header_ok(k, v):
     for c in k:
         if not (c.isalpha() or c.isdigit() or c in _TOKEN_CHARS) or ord(c) > 126:
             return False
+    # Host, Content-Length, Transfer-Encoding and Connection are accepted (as the host tool
+    # does) and left out by the HTTP layer, which writes them itself (kh/engine/fire.py).
     for c in "\r\n\0":
         if c in v:
             return False
-    return k.lower() not in _RESERVED
+    return True
 
 
 def validate(rule):
@@ -232,8 +232,7 @@ def validate(rule):
         for k in hdrs:
             if not _header_ok(k, hdrs[k]):
                 _fail(name, "definition.additionalHttpHeaders",
-                      "a header name is not a token, a value holds a line break, or it sets "
-                      "Host, Content-Length, Transfer-Encoding or Connection")
+                      "a header name is not a token, or a value holds a line break")
     t = d.get("timeout")
     if t is not None and (not isinstance(t, int) or isinstance(t, bool) or not 0 < t <= _MAX_TIMEOUT_MS):
         _fail(name, "definition.timeout", "must be a number of milliseconds from 1 to %d" % _MAX_TIMEOUT_MS)
