@@ -181,6 +181,12 @@ class TokenServer:
     def resource_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.form is None]
 
+    def accept_refresh_token(self, token: str) -> None:
+        """Make `token` a valid refresh token too (as after the user authorised again)."""
+        with self._lock:
+            self._valid_refresh.add(token)
+            self.issued_refresh_tokens.append(token)
+
     def revoke_access_tokens(self) -> None:
         """Invalidate every access token issued so far (the resource answers 401 to them)."""
         with self._lock:

@@ -189,7 +189,7 @@ def test_new_definition_token_starts_a_new_chain(fire, pki, started):
     rt1 = ts.current_refresh_token
     assert fire.state_file(first)["rt"] == rt1
     # The integrator re-authorised and pushed a new refresh token (here: one the server knows).
-    ts._valid_refresh.add("second")
+    ts.accept_refresh_token("second")
     second = webhook(rx.url(), ts.token_url, refresh="second")
     assert fire(second)["status"] == 200
     # The stored rt1 did not win over the new definition token: a new chain started from it.
