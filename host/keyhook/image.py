@@ -198,3 +198,21 @@ def merge(board: Board, micropython: bytes, vfs_image: bytes, out: Path | str,
     except FatalError as e:
         raise KeyhookError(f"esptool could not merge the images: {e}") from None
     return rel
+
+
+def describe(board: Board, merged: bytes) -> list[str]:
+    """esptool's own `image_info` report on the bootloader and app inside a merged image."""
+    from esptool.cmds import image_info
+    from esptool.util import FatalError
+
+    from keyhook.flash import EsptoolLog, esptool_logging
+
+    base = board.image_offset
+    parts = [(base, merged), (board.app_offset, merged[board.app_offset - base:])]
+    sink = EsptoolLog()
+    try:
+        with esptool_logging(sink):
+            image_info(parts, chip=board.chip)
+    except FatalError as e:
+        raise KeyhookError(f"esptool cannot read the merged image: {e}") from None
+    return sink.lines

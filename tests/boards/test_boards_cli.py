@@ -39,11 +39,13 @@ def test_image_builds_and_merges_in_one_go(tmp_path, capsys):
     mp.write_bytes(fakeimage.release_image("esp32s3", 0))
     out_bin = tmp_path / "keyhook.bin"
     rc, out, err = run(["image", "--board", "ESP32_GENERIC_S3", "--micropython", str(mp), "-o", str(out_bin),
-                        "--ca", "ISRG Root X1", "--flash-size", "8MB"], capsys)
+                        "--ca", "ISRG Root X1", "--flash-size", "8MB", "--info"], capsys)
     assert rc == 0, err
     assert out_bin.stat().st_size == 0x200000 + 0x600000
     assert "littlefs at 0x200000 (6291456 bytes)" in out
     assert "esptool --chip esp32s3 write-flash 0x0" in out
+    # esptool's image_info read the bootloader and the app in the merged file.
+    assert out.count("ESP32-S3 Image Header") == 2 and out.count("(valid)") == 4
 
 
 def test_unknown_ca_selection_is_an_error(tmp_path, capsys):

@@ -22,9 +22,11 @@ from keyhook.commands._boardopts import BOARD_HELP, build_kw, flash_size_arg, tr
               help="The merged image to write.")
 @click.option("--fs", "fs_image", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Use this littlefs image (vfs.img of an earlier `keyhook build`) instead of building.")
+@click.option("--info", "show_info", is_flag=True,
+              help="Also print esptool's image_info for the bootloader and app in OUT.")
 @trust_options
-def image(board_name: str, micropython: Path, out: Path, fs_image: Path | None, ca_bundle: Path | None,
-          select: tuple[str, ...], no_trust: bool, flash_size: str | None) -> None:
+def image(board_name: str, micropython: Path, out: Path, fs_image: Path | None, show_info: bool,
+          ca_bundle: Path | None, select: tuple[str, ...], no_trust: bool, flash_size: str | None) -> None:
     """Merge the MicroPython image and keyhook's file system into OUT (esptool merge-bin).
 
     OUT is written at the board's image offset, like the MicroPython image itself
@@ -41,6 +43,9 @@ def image(board_name: str, micropython: Path, out: Path, fs_image: Path | None, 
                                   **build_kw(ca_bundle, select, no_trust))
             vfs = result.image.read_bytes()
     rel = kimage.merge(board, mp, vfs, out, size)
+    if show_info:
+        for line in kimage.describe(board, out.read_bytes()):
+            click.echo(line)
     click.echo(f"wrote {out}: MicroPython at {board.image_offset:#x} ({rel.size} bytes, app at {rel.app_offset:#x}), "
                f"littlefs at {rel.vfs_offset:#x} ({rel.vfs_size} bytes)")
     click.echo(f"flash it with: keyhook flash --board {board.name} --port PORT --image {out}")
