@@ -103,3 +103,41 @@ def test_device_accepts_what_the_host_pushes_and_refuses_what_it_refuses(micropy
     lenient = [(r, "host refuses") for r, ok, m in zip(cases, host_ok, raw) if not ok and m is None]
     assert not lenient, json.dumps(lenient[:3], indent=1)
     assert 0 < sum(host_ok) < len(cases)
+
+
+FIRE_PREPARE = """
+import json
+from kh.store import rules
+from kh.store.errors import StoreError
+from kh.engine.fire import prepare
+from kh.http.errors import FireError
+out = []
+for r in json.load(open("cases.json")):
+    try:
+        rules._check([r], set())      # validation plus the defaults a put stores
+    except StoreError:
+        continue
+    try:
+        prepare(r)
+        out.append(None)
+    except FireError as e:
+        out.append([r["definition"].get("url"), e.code, e.message])
+print(json.dumps(out))
+"""
+
+
+def test_every_stored_rule_is_one_the_engine_can_fire(micropython, tmp_path, cert_pem):
+    """A rule the store accepts must pass the fire engine's own checks (kh/engine/fire.py
+    prepare), or it would fail at every fire with invalid_definition."""
+    cases = _cases(300, 21)
+    random.seed(22)
+    for r in random.sample(cases, 60):
+        r["definition"]["securityLevel"] = "TlsPinnedCertificate"
+        r["definition"]["pinnedCertificate"] = random.choice(
+            [cert_pem, "".join(l for l in cert_pem.splitlines() if "CERT" not in l), cert_pem.replace("\n", "\\n")])
+        r["definition"]["url"] = "https://pin.test/x"
+    write_json(tmp_path, "cases.json", cases)
+    res = micropython.json(FIRE_PREPARE)
+    assert len(res) > 50
+    bad = [x for x in res if x is not None]
+    assert not bad, bad[:5]
