@@ -1,0 +1,277 @@
+"""The whole system, end to end: the real firmware as a simulated device (radio simulated only),
+the host's bleak code over the virtual radio, the `keyhook` command line, real TLS receivers.
+
+What a user checks: the receiver got exactly the defined request; state survives a reboot;
+a wrong code, a stranger, an oversized or half-finished push change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import zlib
+
+import pytest
+
+from keyhook import ble
+from keyhook.keystore import Keystore
+from keyhook.session import NotPaired, RequestFailed, WrongCode, open_session, pair
+from keyhook.sim import radio as vradio
+
+from e2ekit import cli, client, run
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def hook(name, url, level, **extra):
+    d = {"method": "Post", "url": url, "securityLevel": level,
+         "body": {"contentType": "application/json", "content": {"rule": name}},
+         "additionalHttpHeaders": {"X-Rule": name}, "timeout": 5000}
+    d.update(extra)
+    return {"functionName": name, "definition": d}
+
+
+def test_onboard_push_and_trigger_every_level(paired, keystore, tmp_path, pki, https, selfsigned, plain):
+    dev = paired
+    rules = [
+        hook("ca", https.url("/ca"), "TlsWithCACheck",
+             authentication={"apiAuthenticationType": "OAuth2IssuedAccessToken", "accessToken": "tok-ca-123"}),
+        hook("pin-leaf", https.url("/pin-leaf"), "TlsPinnedCertificate", pinnedCertificate=pki.leaf.pem),
+        hook("pin-ca", https.url("/pin-ca"), "TlsPinnedCertificate",
+             pinnedCertificate=base64.b64encode(pki.intermediate.der).decode()),
+        hook("self", selfsigned.url("/self"), "TlsAllowSelfSigned"),
+        hook("http", plain.url("/http"), "AllowHttp"),
+    ]
+    f = tmp_path / "rules.json"
+    f.write_text(json.dumps(rules))
+    cfg = keystore.root
+    pushed = cli("rules", "push", dev.address, str(f), "--json", radio=dev.radio, config=cfg)
+    assert json.loads(pushed.stdout)["stored"] == [r["functionName"] for r in rules]
+    assert "AllowHttp is not recommended" in pushed.stderr  # warned at push time
+
+    listed = json.loads(cli("rules", "list", dev.address, "--json", radio=dev.radio, config=cfg).stdout)
+    assert [r["name"] for r in listed] == [r["functionName"] for r in rules]
+    assert "tok-ca-123" not in json.dumps(listed)  # metadata only
+
+    for r in rules:
+        out = cli("trigger", dev.address, r["functionName"], "--json", radio=dev.radio, config=cfg)
+        result = json.loads(out.stdout)
+        assert result["status"] == 200 and result["error"] is None, result
+    by_path = {req.target: req for rx in (https, selfsigned, plain) for req in rx.requests}
+    assert set(by_path) == {"/ca", "/pin-leaf", "/pin-ca", "/self", "/http"}
+    for r in rules:
+        req = by_path["/" + r["functionName"]]
+        assert req.method == "POST"
+        assert req.header("X-Rule") == r["functionName"]
+        assert req.header("Content-Type") == "application/json"
+        assert json.loads(req.body) == {"rule": r["functionName"]}
+    assert by_path["/ca"].header("Authorization") == "Bearer tok-ca-123"
+    assert by_path["/http"].header("Authorization") is None
+
+    log = cli("log", dev.address, "--json", radio=dev.radio, config=cfg)
+    assert "tok-ca-123" not in log.stdout and "status=200" in log.stdout
+
+
+def test_state_survives_a_reboot(paired, keystore, tmp_path, plain):
+    dev = paired
+
+    async def push():
+        async with client(dev, keystore) as d:
+            await d.put_rules([hook("door", plain.url("/door"), "AllowHttp")])
+    run(push())
+    dev.power_cycle()
+    assert "setup code" not in dev.output().split("advertising as")[-1]  # paired: the code is not shown
+
+    async def after():
+        async with client(dev, keystore) as d:
+            names = [r["name"] for r in await d.list_rules()]
+            result = await d.trigger("door")
+            return names, result
+    names, result = run(after())
+    assert names == ["door"]
+    assert result["status"] == 200
+    assert [r.target for r in plain.requests] == ["/door"]
+
+
+def test_wrong_code_changes_nothing(device, keystore):
+    right = device.setup_code
+    wrong = "%08d" % ((int(right) + 1) % 10**8)
+
+    async def attempt(code):
+        async with ble.connect(device.address, radio=str(device.radio)) as link:
+            return await pair(link, code, keystore)
+    with pytest.raises(WrongCode):
+        run(attempt(wrong))
+    assert keystore.list() == []
+    found = run(ble.scan(radio=str(device.radio), timeout=1.0))
+    assert [d.paired for d in found if d.address == device.address] == [False]
+    # a later attempt with the right code works once the delay has passed
+    import time
+    time.sleep(1.2)
+    run(attempt(right))
+    assert [p.device_id for p in keystore.list()] != []
+
+
+def test_commands_without_pairing_are_refused(device, keystore, tmp_path):
+    async def session():
+        async with ble.connect(device.address, radio=str(device.radio)) as link:
+            await open_session(link, keystore)
+    with pytest.raises(NotPaired):
+        run(session())
+    proc = cli("info", device.address, radio=device.radio, config=keystore.root, check=False)
+    assert proc.returncode == 2
+    assert "not paired" in proc.stderr and "hint:" in proc.stderr
+
+    async def data_before_handshake():
+        async with ble.connect(device.address, radio=str(device.radio)) as link:
+            await link.send(b"\x20" + bytes(8) + b"x" * 40 + bytes(32))
+            return await link.recv(5)
+    reply = run(data_before_handshake())
+    assert reply[0] == 0x7F  # ERROR, and nothing was acted on
+
+
+def test_second_app_and_unpair(paired, keystore, tmp_path):
+    dev = paired
+    other = Keystore(tmp_path / "other-app")
+
+    async def open_window():
+        async with client(dev, keystore) as d:
+            return await d.open_pairing(60)
+    code = run(open_window())
+
+    async def pair_other():
+        async with ble.connect(dev.address, radio=str(dev.radio)) as link:
+            await pair(link, code, other)
+        async with client(dev, other) as d:
+            info = await d.info()
+            with pytest.raises(RequestFailed) as e:
+                await d.open_pairing(60)  # only the admin app may
+            assert e.value.code == "forbidden"
+            await d.unpair()
+            return info
+    info = run(pair_other())
+    assert info["pairings"] == 2
+    assert other.list() == []
+
+    async def other_again():
+        async with ble.connect(dev.address, radio=str(dev.radio)) as link:
+            await open_session(link, Keystore(tmp_path / "other-app-copy"))
+    with pytest.raises(NotPaired):
+        run(other_again())
+
+    async def first_still_works():
+        async with client(dev, keystore) as d:
+            return (await d.info())["pairings"]
+    assert run(first_still_works()) == 1
+
+
+def test_disconnect_in_the_middle_of_a_push_stores_nothing(paired, keystore, plain):
+    dev = paired
+    old = [hook("keep", plain.url("/keep"), "AllowHttp")]
+    big = [hook("r%02d" % i, plain.url("/r%d" % i), "AllowHttp",
+                additionalHttpHeaders={"X-Pad": "p" * 900}) for i in range(20)]
+
+    async def go():
+        async with client(dev, keystore) as d:
+            await d.put_rules(old)
+            txn = (await d.request("rules.begin"))["txn"]
+            await d.request("rules.stage", txn=txn, rules=big[:5])
+            await d.request("rules.stage", txn=txn, rules=big[5:10])
+        # the link dropped before rules.commit
+        async with client(dev, keystore) as d:
+            names = [r["name"] for r in await d.list_rules()]
+            with pytest.raises(RequestFailed) as e:
+                await d.request("rules.commit", txn=txn)
+            return names, e.value.code
+    names, code = run(go())
+    assert names == ["keep"]
+    assert code == "bad_request"
+
+    async def whole():
+        async with client(dev, keystore) as d:
+            stored = await d.put_rules(big)  # larger than one message: staged, then committed
+            return stored, [r["name"] for r in await d.list_rules()]
+    stored, names = run(whole())
+    assert stored == [r["functionName"] for r in big]
+    assert names == ["keep"] + stored
+
+
+def test_messages_bigger_than_the_cap_are_refused(paired, keystore):
+    dev = paired
+
+    async def oversized_record():
+        async with ble.connect(dev.address, radio=str(dev.radio)) as link:
+            # a START fragment announcing 9000 bytes (> MAX_RECORD 8256)
+            await link.client.write_gatt_char(link._rx, bytes([0x80, 9000 >> 8, 9000 & 0xFF]) + b"x" * 17,
+                                              response=False)
+            return await link.recv(5)
+    reply = run(oversized_record())
+    assert reply[0] == 0x7F and reply[1] == 1  # ERROR bad_record
+
+    async def bomb():
+        async with ble.connect(dev.address, radio=str(dev.radio)) as link:
+            s = await open_session(link, keystore)
+            payload = b"\x01" + zlib.compress(b'{"id": 1, "op": "info", "pad": "' + b" " * 60000 + b'"}')
+            await link.send(s._out.seal(payload))
+            return await link.recv(5)
+    reply = run(bomb())
+    assert reply[0] == 0x7F and reply[1] == 8  # ERROR too_large; the session is closed
+
+    async def still_fine():
+        async with client(dev, keystore) as d:
+            return (await d.info())["rules"]
+    assert run(still_fine()) == 0
+
+
+def test_reset_returns_to_factory_state(paired, keystore, plain):
+    dev = paired
+    code = dev.setup_code
+
+    async def go():
+        async with client(dev, keystore) as d:
+            await d.put_rules([hook("x", plain.url("/x"), "AllowHttp")])
+            await d.reset()
+    run(go())
+    dev.proc.wait(10)
+    assert dev.proc.returncode == 75  # machine.reset(): the simulator boots it again
+    dev.start()
+    assert dev.setup_code == code  # the label's code stays
+    found = run(ble.scan(radio=str(dev.radio), timeout=1.0))
+    assert [d.paired for d in found if d.address == dev.address] == [False]
+    fresh = Keystore(keystore.root.parent / "fresh-app")
+
+    async def again():
+        async with ble.connect(dev.address, radio=str(dev.radio)) as link:
+            await pair(link, code, fresh)
+        async with client(dev, fresh) as d:
+            return await d.list_rules(), await d.info()
+    rules, info = run(again())
+    assert rules == [] and info["wifi"]["ssid"] is None
+
+
+def test_scan_json(device):
+    proc = cli("scan", "--timeout", "1", "--json", radio=device.radio, config=device.state / "cfg")
+    rows = json.loads(proc.stdout)
+    assert rows == [{"address": device.address, "name": rows[0]["name"], "paired": False, "rssi": -55}]
+    assert rows[0]["name"].startswith("keyhook-")
+
+
+def test_button_fires_the_rules_bound_to_it(paired, keystore, plain):
+    dev = paired
+    rule = hook("bell", plain.url("/bell"), "AllowHttp")
+    rule["events"] = ["button:boot"]
+
+    async def push():
+        async with client(dev, keystore) as d:
+            await d.put_rules([rule])
+            with pytest.raises(RequestFailed) as e:
+                await d.trigger("bell")  # bound to the button only
+            return e.value.code
+    assert run(push()) == "not_triggerable"
+    run(vradio.press(str(dev.radio), dev.address, pin=0))
+    import time
+    deadline = time.monotonic() + 10
+    while not plain.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r.target for r in plain.requests] == ["/bell"]
