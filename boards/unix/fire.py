@@ -1,8 +1,9 @@
 # `keyhook fire` on the unix port: fire one definition with the firmware's own engine and print
 # the result as one JSON line.
-#   micropython fire.py FILE [--trust-dir DIR] [--state DIR] [--resolve NAME:ADDR]... [--repeat N]
-# --resolve answers for NAME without DNS (like curl); --repeat fires N times on one pool and
-# prints one line per fire (used by tests and the bench).
+#   micropython fire.py FILE... [--trust-dir DIR] [--state DIR] [--resolve NAME:ADDR]... [--repeat N]
+# Several files fire in order on one keep-alive pool, one JSON line each; --repeat fires each
+# N times. --resolve answers for NAME without DNS (like curl). Exit 0 iff the last fire got a
+# response.
 import sys
 import json
 import asyncio
@@ -16,7 +17,7 @@ def _usage(msg):
 
 
 def main(argv):
-    path = None
+    paths = []
     trust_dir = None
     state = None
     answers = {}
@@ -40,12 +41,10 @@ def main(argv):
                 if k <= 0:
                     _usage("--resolve wants NAME:ADDRESS")
                 answers[v[:k].lower()] = v[k + 1:].strip("[]")
-        elif path is None:
-            path = a
-            i += 1
         else:
-            _usage("unexpected argument " + a)
-    if path is None:
+            paths.append(a)
+            i += 1
+    if not paths:
         _usage("no definition file given")
     if answers:
         def answer(host, port):
@@ -53,20 +52,22 @@ def main(argv):
                 return [resolve.literal(answers[host], port)]
             return resolve.system(host, port)
         resolve.set_resolver(answer)
-    try:
-        with open(path) as f:
-            definition = json.load(f)
-    except (OSError, ValueError) as e:
-        print(json.dumps({"sent": False, "status": None, "error": "invalid_definition",
-                          "message": "cannot read the definition as JSON", "elapsed_ms": 0}))
-        sys.exit(1)
     env = Env(trust_dir=trust_dir, state_dir=state)
     ok = False
     try:
-        for _ in range(repeat):
-            r = asyncio.run(fire(definition, env))
-            print(json.dumps(r))
-            ok = r["status"] is not None
+        for path in paths:
+            try:
+                with open(path) as f:
+                    definition = json.load(f)
+            except (OSError, ValueError):
+                print(json.dumps({"sent": False, "status": None, "error": "invalid_definition",
+                                  "message": "cannot read the definition as JSON", "elapsed_ms": 0}))
+                ok = False
+                continue
+            for _ in range(repeat):
+                r = asyncio.run(fire(definition, env))
+                print(json.dumps(r))
+                ok = r["status"] is not None
     finally:
         env.close()
     sys.exit(0 if ok else 1)

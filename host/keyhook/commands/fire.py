@@ -65,23 +65,28 @@ def prepare_trust_store(trust: tuple[str, ...] | list[str], outdir: Path, public
     return write_trust_store(ders, outdir)
 
 
-def run_fire(definition: dict | Path, *, trust: tuple[str, ...] | list[str] = (), state: Path | None = None,
-             resolve: tuple[str, ...] | list[str] = (), public_roots: bool = True, timeout: float = 300,
-             repeat: int = 1) -> list[dict]:
-    """Fire a definition (a dict, or a JSON file) through the firmware engine; return the results.
+def run_fire(definition: dict | Path | list[dict], *, trust: tuple[str, ...] | list[str] = (),
+             state: Path | None = None, resolve: tuple[str, ...] | list[str] = (), public_roots: bool = True,
+             timeout: float = 300, repeat: int = 1) -> list[dict]:
+    """Fire definitions (a dict, a JSON file, or a list of dicts fired in order on one keep-alive
+    pool) through the firmware engine; return one result per fire.
 
     Raises KeyhookError if the interpreter could not run the fire at all.
     """
     answers = _parse_resolve(tuple(resolve))
+    if isinstance(definition, Path):
+        definition = _read_definition(definition)
+    definitions = definition if isinstance(definition, list) else [definition]
     with tempfile.TemporaryDirectory(prefix="keyhook-fire-") as tmp:
         tmpdir = Path(tmp)
-        if isinstance(definition, Path):
-            definition = _read_definition(definition)
-        def_path = tmpdir / "definition.json"
-        def_path.write_text(json.dumps(definition))
+        args = []
+        for i, d in enumerate(definitions):
+            p = tmpdir / f"definition{i}.json"
+            p.write_text(json.dumps(d))
+            args.append(str(p))
         trust_dir = tmpdir / "trust"
         prepare_trust_store(trust, trust_dir, public_roots)
-        args = [str(def_path), "--trust-dir", str(trust_dir)]
+        args += ["--trust-dir", str(trust_dir)]
         if state is not None:
             state.mkdir(parents=True, exist_ok=True)
             args += ["--state", str(state)]
@@ -97,7 +102,7 @@ def run_fire(definition: dict | Path, *, trust: tuple[str, ...] | list[str] = ()
                 results.append(json.loads(line))
             except json.JSONDecodeError:
                 pass
-    if not results:
+    if len(results) < len(definitions) * repeat:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:] or \
             proc.stdout.decode(errors="replace").strip().splitlines()[-5:]
         raise KeyhookError("the firmware engine stopped without a result:\n  " + "\n  ".join(tail),

@@ -1,0 +1,221 @@
+"""`make demo`: sample webhook definitions fired by the device firmware, shown in a table.
+
+Everything runs on this machine: a throw-away PKI, recording HTTPS/HTTP receivers and an OAuth
+token server on 127.0.0.1, and the firmware's own request engine under the MicroPython unix
+port (the same code that runs on the ESP32). One rule per security level and per
+authentication mode fires, plus rules the device must refuse; the table shows what the device
+reported and what each server actually received (header names only: values are secrets).
+
+The steps are separate functions so a later demo can swap the firer for a simulated BLE
+device (push the same rules over the link, trigger them, read the results):
+
+    with Stage() as stage:
+        rules = sample_rules(stage)
+        results = fire_on_unix_port(stage, rules)
+        print_table(stage, rules, results)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from keyhook.devpki import DevPKI, make_pki
+from keyhook.receiver import Receiver, Respond, server_context
+from keyhook.truststore import write_trust_store
+
+
+@dataclass
+class Rule:
+    """One sample rule: a webhook object plus what the demo expects and where it lands."""
+
+    title: str
+    webhook: dict
+    expect: str  # "accepted" or an error code
+    server: str  # key into Stage.servers ("" if it must never reach one)
+    marker: str  # unique path segment, to find what the server received
+
+    @property
+    def definition(self) -> dict:
+        return self.webhook["definition"]
+
+
+@dataclass
+class Stage:
+    """The local world the demo fires into: PKI, trust store, servers, state directory."""
+
+    workdir: Path | None = None
+    pki: DevPKI | None = None
+    trust_dir: Path | None = None
+    state_dir: Path | None = None
+    servers: dict[str, object] = field(default_factory=dict)
+    _tmp: tempfile.TemporaryDirectory | None = None
+
+    def __enter__(self) -> "Stage":
+        self._tmp = tempfile.TemporaryDirectory(prefix="keyhook-demo-")
+        self.workdir = Path(self._tmp.name)
+        self.pki = make_pki(self.workdir / "pki")
+        self.trust_dir = self.workdir / "trust"
+        write_trust_store([self.pki.root.der], self.trust_dir)
+        self.state_dir = self.workdir / "state"
+        self.state_dir.mkdir()
+        self.servers = start_servers(self.pki)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s in self.servers.values():
+            s.stop()
+        if self._tmp:
+            self._tmp.cleanup()
+
+
+def start_servers(pki: DevPKI) -> dict[str, object]:
+    """Recording receivers (CA-signed HTTPS, self-signed HTTPS, plain HTTP) and a token server."""
+    from keyhook.tokenserver import TokenServer
+
+    servers: dict[str, object] = {
+        "https": Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path), respond=Respond(body=b'{"ok":true}')),
+        "self-signed": Receiver(tls=server_context(pki.self_signed.cert_path, pki.self_signed.key_path)),
+        "http": Receiver(respond=Respond(status=204, body=b"")),
+    }
+    for s in servers.values():
+        s.start()
+    servers["oauth"] = TokenServer(refresh_token="demo-refresh-0", rotate=True, expires_in=3600,
+                                   certfile=pki.leaf.chain_path, keyfile=pki.leaf.key_path).start()
+    return servers
+
+
+def sample_rules(stage: Stage) -> list[Rule]:
+    """One rule per security level and per authentication mode, and some that must be refused."""
+    pki, sv = stage.pki, stage.servers
+    https, selfsigned, plain, oauth = sv["https"], sv["self-signed"], sv["http"], sv["oauth"]
+    rules: list[Rule] = []
+
+    def add(title: str, server: str, url_of: Callable[[str], str], expect: str = "accepted", **d) -> None:
+        marker = f"r{len(rules) + 1}"
+        definition = {"method": "Post", "url": url_of(marker), "timeout": 3000,
+                      "body": {"contentType": "application/json", "content": {"event": "button", "rule": marker}},
+                      "authentication": {"apiAuthenticationType": "None"}}
+        definition.update(d)
+        rules.append(Rule(title, {"integrationName": "keyhook demo", "locationName": "Lab",
+                                  "functionName": title, "definition": definition}, expect, server, marker))
+
+    def on(rx: Receiver, host: str = "localhost") -> Callable[[str], str]:
+        return lambda m: rx.url(f"/hook/{m}", host=host)
+
+    add("CA-checked HTTPS", "https", on(https), securityLevel="TlsWithCACheck",
+        additionalHttpHeaders={"X-Api-Key": "demo-key"})
+    add("Pinned intermediate CA", "https", on(https), securityLevel="TlsPinnedCertificate",
+        pinnedCertificate=pki.intermediate.pem)
+    add("Pinned leaf (self-signed device)", "self-signed", on(selfsigned), securityLevel="TlsPinnedCertificate",
+        pinnedCertificate=pki.self_signed.pem)
+    add("Self-signed allowed (LAN)", "self-signed", on(selfsigned), securityLevel="TlsAllowSelfSigned")
+    add("Plain HTTP (LAN)", "http", on(plain, "127.0.0.1"), securityLevel="AllowHttp", method="Put")
+    add("OAuth access token", "https", on(https), securityLevel="TlsWithCACheck",
+        authentication={"apiAuthenticationType": "OAuth2IssuedAccessToken", "accessToken": "demo-access-token"})
+    add("OAuth refresh token (rotating)", "oauth", lambda m: oauth.resource_url, securityLevel="TlsPinnedCertificate",
+        pinnedCertificate=pki.intermediate.pem,
+        authentication={"apiAuthenticationType": "OAuth2IssuedRefreshToken", "refreshToken": "demo-refresh-0",
+                        "tokenEndpoint": oauth.token_url, "clientId": "keyhook-demo"})
+    # what the device must refuse, without sending a byte of the request
+    add("Wrong pin (sibling leaf)", "https", on(https), "tls_pin_mismatch", securityLevel="TlsPinnedCertificate",
+        pinnedCertificate=pki.sibling.pem)
+    add("CA check vs self-signed server", "self-signed", on(selfsigned), "tls_untrusted", securityLevel="TlsWithCACheck")
+    add("Plain HTTP to a public address", "", lambda m: f"http://api.example.test/hook/{m}", "insecure_remote",
+        securityLevel="AllowHttp")
+    add("Malformed pin", "", on(https), "invalid_definition", securityLevel="TlsPinnedCertificate",
+        pinnedCertificate="-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----")
+    return rules
+
+
+# The test name above resolves to a TEST-NET address that no packet is ever sent to: the
+# engine refuses AllowHttp to a public address before it connects.
+DEMO_RESOLVE = ["api.example.test:203.0.113.7"]
+
+
+def fire_on_unix_port(stage: Stage, rules: list[Rule]) -> list[dict]:
+    """Fire every rule in order through the firmware engine (one MicroPython process, one pool)."""
+    from keyhook.commands.fire import run_fire
+
+    trust = [str(stage.pki.root.cert_path)]
+    return run_fire([r.webhook for r in rules], trust=trust, state=stage.state_dir, resolve=DEMO_RESOLVE,
+                    public_roots=False)
+
+
+def received_by(stage: Stage, rule: Rule) -> str:
+    """What the rule's server received, with header values left out."""
+    if not rule.server:
+        return "-"
+    srv = stage.servers[rule.server]
+    if rule.server == "oauth":
+        reqs = srv.requests  # TokenServer.Recorded
+        if not reqs:
+            return "nothing"
+        parts = []
+        for r in reqs:
+            what = "token grant" if r.form is not None else "webhook"
+            auth = " + Bearer" if r.authorization else ""
+            parts.append(f"{r.method} {r.path} ({what}{auth}) -> {r.status}")
+        return "\n".join(parts)
+    srv.settle(quiet_s=0.05, timeout_s=1)
+    mine = [r for r in srv.requests if f"/{rule.marker}" in r.target]
+    if not mine:
+        return "nothing (0 bytes of the request)"
+    r = mine[0]
+    names = ", ".join(k for k, _ in r.headers if k.lower() not in ("host", "user-agent", "content-length"))
+    return f"{r.method} {r.target} [{names}] {len(r.body)} B body"
+
+
+def print_table(stage: Stage, rules: list[Rule], results: list[dict], console: Console | None = None) -> bool:
+    """Render the results; returns True if every rule behaved as expected."""
+    console = console or Console()
+    table = Table(title="keyhook demo: the device firmware fires sample rules at local servers", show_lines=True)
+    for col, kw in (("rule", {"max_width": 24}), ("level / auth", {}), ("device reported", {"max_width": 44}),
+                    ("sent", {}), ("ms", {"justify": "right"}), ("server received (header names only)", {}), ("ok", {})):
+        table.add_column(col, overflow="fold", **kw)
+    all_ok = True
+    for rule, res in zip(rules, results):
+        d = rule.definition
+        auth = d.get("authentication", {}).get("apiAuthenticationType", "None")
+        got = "accepted" if res.get("status") is not None else res.get("error")
+        ok = got == rule.expect
+        all_ok &= ok
+        reported = f"HTTP {res['status']}" if res.get("status") is not None else f"[red]{res['error']}[/red]\n{res['message']}"
+        if res.get("reused"):
+            reported += " (kept-alive)"
+        if res.get("retried_401"):
+            reported += " (401, refreshed)"
+        table.add_row(rule.title, f"{d.get('securityLevel')}\n[dim]{auth}[/dim]", reported, "yes" if res.get("sent") else "no",
+                      str(res.get("elapsed_ms")), received_by(stage, rule),
+                      "[green]yes[/green]" if ok else f"[red]NO, expected {rule.expect}[/red]")
+    console.print(table)
+    oauth_files = sorted(p.name for p in stage.state_dir.iterdir()) if stage.state_dir else []
+    console.print(f"device state after the run: {', '.join(oauth_files) or 'empty'} "
+                  "(token cache and rotated refresh token, stored atomically)")
+    return all_ok
+
+
+def main() -> int:
+    console = Console()
+    if not console.is_terminal and console.width < 160:
+        console = Console(width=160)
+    with Stage() as stage:
+        rules = sample_rules(stage)
+        console.print(f"firing {len(rules)} rules through firmware/kh/engine under the MicroPython unix port ...")
+        results = fire_on_unix_port(stage, rules)
+        ok = print_table(stage, rules, results, console)
+    if not ok:
+        console.print("[red]some rules did not behave as expected[/red]")
+        return 1
+    console.print("[green]every rule behaved as the level table says[/green]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
