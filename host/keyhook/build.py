@@ -26,13 +26,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 from keyhook import KeyhookError
 from keyhook.boards import Board, size_name
@@ -366,22 +365,3 @@ def build(board: Board, out: Path | None = None, *, firmware: Path = FIRMWARE, b
                          trust=trust_info)
     (out / "build.json").write_text(json.dumps(result.summary(), indent=1))
     return result
-
-
-def load_result(out: Path) -> dict:
-    """The `build.json` of an earlier build, or a KeyhookError saying to build first."""
-    p = Path(out) / "build.json"
-    try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise KeyhookError(f"no build in {out}", hint="run `keyhook build --board BOARD` first") from None
-
-
-def temp_build(board: Board, **kw) -> BuildResult:
-    """Build into a fresh temporary folder (the caller removes it)."""
-    return build(board, Path(tempfile.mkdtemp(prefix=f"keyhook-{board.name}-")), **kw)
-
-
-def iter_device_files(result: BuildResult) -> Iterable[tuple[str, Path]]:
-    for f in result.files:
-        yield f.path, result.stage / f.path

@@ -9,7 +9,7 @@ import pytest
 import fakeimage
 from keyhook import boards, build
 
-from boardtest import HAVE_TRUSTSTORE, REAL_BOARDS, ca_select  # noqa: F401
+from boardtest import HAVE_TRUSTSTORE, ca_select
 
 
 @pytest.fixture(scope="session")

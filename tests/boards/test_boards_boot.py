@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 
-import pytest
 
 import bootimage
 from keyhook import boards, build

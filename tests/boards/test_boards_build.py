@@ -11,7 +11,7 @@ import pytest
 from keyhook import KeyhookError, boards, build
 from keyhook.paths import FIRMWARE
 
-from boardtest import HAVE_TRUSTSTORE, REAL_BOARDS, ca_select
+from boardtest import REAL_BOARDS, ca_select
 
 # Runs under the MicroPython unix port: mount the image read-only with os.VfsLfs2 over a file
 # block device (tests/mp/powercut.py's FileBlockDev), walk it, and report every file.
