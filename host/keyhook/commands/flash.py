@@ -20,7 +20,7 @@ from keyhook.commands._boardopts import BOARD_HELP, build_kw, flash_size_arg, tr
               help="A merged image from `keyhook image`.")
 @click.option("--micropython", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A MicroPython release image: keyhook builds its file system and merges it first.")
-@click.option("--erase", is_flag=True, help="Erase the whole flash first (removes rules, pairings, Wi-Fi settings).")
+@click.option("--erase", is_flag=True, help="Erase the whole flash first (also clears NVS and anything beyond the image).")
 @click.option("--baud", type=int, default=kflash.DEFAULT_BAUD, show_default=True, help="Baud rate for writing.")
 @trust_options
 def flash(board_name: str, port: str, image_path: Path | None, micropython: Path | None, erase: bool, baud: int,
