@@ -442,3 +442,40 @@ def test_token_endpoint_verification(mpo, pki, url, level, pin, token_url, expec
     else:
         assert res == {"value": "Bearer AT1"}
         assert calls == [expect]
+
+
+def test_ram_only_keeps_the_rotated_chain(mpo):
+    # Without a state dir (nothing durable to write to) the chain lives in RAM for the run.
+    r = mpo.json("""
+        clock = K.Clock(1000000)
+        t = Tokens(None, clock=clock)
+        ep = K.Endpoint(rotate=True, ttl=60)
+        d = K.definition()
+        h = [K.run(t.header(d, "k", ep))]
+        clock.t += 120
+        h.append(K.run(t.header(d, "k", ep)))
+        K.out([h, [c["body"] for c in ep.calls]])
+    """)
+    headers, bodies = r
+    assert headers == ["Bearer AT1", "Bearer AT2"]
+    assert [form(b)["refresh_token"] for b in bodies] == ["RT0", "RT1"]
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b'{"fp": "someone else"}'])
+def test_unreadable_or_foreign_state_is_ignored(mpo, tmp_path, content):
+    r = mpo.json(f"""
+        from kh.store import files
+        from kh.oauth import tokens
+        st = "{tmp_path}/st"
+        d = K.definition()
+        a = d["authentication"]
+        fp = tokens._fingerprint(a["refreshToken"], a["tokenEndpoint"], a)
+        files.makedirs(st)
+        files.write_atomic(st + "/oauth-" + fp + ".json", {content!r})
+        ep = K.Endpoint(rotate=True)
+        h = K.run(Tokens(st).header(d, "k", ep))
+        K.out([h, ep.calls[0]["body"], K.stored(st, d)["rt"]])
+    """)
+    assert r[0] == "Bearer AT1"
+    assert form(r[1])["refresh_token"] == "RT0"
+    assert r[2] == "RT1"
