@@ -12,6 +12,11 @@ def _names(out):
     return [c[0] for c in out["calls"]]
 
 
+def _short(o):
+    """An outcome without its fire details (sent, elapsed_ms)."""
+    return None if o is None else {k: o[k] for k in ("name", "status", "error", "attempts")}
+
+
 def test_events_fire_their_rules_in_order(micropython):
     out = micropython.json(PRELUDE + """
 rules.put([rule("a", ["finger:alice"]), rule("b", ["button:door"]), rule("c", ["finger:alice:2", "button:door"]),
@@ -29,7 +34,8 @@ report(n=n, pending=pending, none=none, outcome=q.outcome(t), left=q.pending(),
     assert out["n"] == [2, 2, 0] and out["pending"] == 5 and out["none"] == [None, None]
     assert _names(out) == ["a", "c", "b", "c", "d"]
     assert out["sleeps"] == [] and out["left"] == 0
-    assert out["outcome"] == {"name": "d", "status": 200, "error": None, "attempts": 1}
+    assert out["outcome"] == {"name": "d", "status": 200, "error": None, "attempts": 1, "sent": True,
+                              "elapsed_ms": 5}
     assert len(out["log"]) == 5 and all("status=200 attempt=1/4" in l for l in out["log"])
     assert out["log"][0].startswith('+') and '"a" status=200' in out["log"][0]
 
@@ -48,7 +54,7 @@ report(o=q.outcome(1))
     assert out["sleeps"] == [1000, 2000, 4000]
     t = [c[1] for c in out["calls"][:4]]
     assert [b - a for a, b in zip(t, t[1:])] == [1005, 2005, 4005]  # 5 ms per fake fire
-    assert out["o"] == {"name": "r", "status": 204, "error": None, "attempts": 4}
+    assert _short(out["o"]) == {"name": "r", "status": 204, "error": None, "attempts": 4}
     log = out["log"]
     assert "error=connect attempt=1/5 retry_in_ms=1000" in log[0]
     assert "error=dns attempt=2/5 retry_in_ms=2000" in log[1]
@@ -127,7 +133,8 @@ report(post=q.outcome(4))
 """)
     assert _names(out) == ["s503", "s503", "s504", "s504get", "s504get", "post_sent", "post_unsent", "post_unsent", "get_sent", "get_sent",
                            "put_sent", "put_sent"]
-    assert out["post"] == {"name": "post_sent", "status": None, "error": "timeout", "attempts": 1}
+    assert out["post"] == {"name": "post_sent", "status": None, "error": "timeout", "attempts": 1, "sent": True,
+                           "elapsed_ms": 5}
     assert any('"post_sent" error=timeout attempt=1/4 not_retried' in l for l in out["log"])
 
 
@@ -162,7 +169,8 @@ run(q.drain())
 report(before=before, a=q.outcome(a), b=q.outcome(b), waited=sum(clock.sleeps) - sum(before))
 """)
     assert out["before"] == [250] * 5 and out["a"]["status"] == 200  # fired once the network came up
-    assert out["b"] == {"name": "stays_down", "status": None, "error": "no_network", "attempts": 2}
+    assert out["b"] == {"name": "stays_down", "status": None, "error": "no_network", "attempts": 2, "sent": False,
+                        "elapsed_ms": None}
     assert _names(out) == ["comes_up"]  # never fired while down
     assert out["waited"] == 2000 + 500 + 2000  # wait, back-off, wait: bounded
     assert out["log"][-1].endswith("error=no_network attempt=2/2 gave_up")
@@ -213,7 +221,7 @@ async def main():
 o, none = run(main())
 report(o=o, none=none)
 """)
-    assert out["o"] == {"name": "a", "status": 200, "error": None, "attempts": 1}
+    assert _short(out["o"]) == {"name": "a", "status": 200, "error": None, "attempts": 1}
     assert out["none"] is None
     assert _names(out) == ["a", "b"]
 
@@ -233,3 +241,27 @@ report(o=q.outcome(t), max_len=q.max_len, net_wait=q.net_wait_ms)
 """)
     assert out["o"]["attempts"] == 2 and out["sleeps"] == [700]
     assert out["max_len"] == 3 and out["net_wait"] == 30000
+
+
+def test_the_worker_survives_bad_rules_and_flash_errors(micropython):
+    out = micropython.json(PRELUDE + """
+class BrokenStore:
+    def names_for(self, ev):
+        raise OSError(5)
+    def triggerable(self, name):
+        return True
+    def get(self, name):
+        if name == "flash":
+            raise OSError(5)
+        return {"functionName": name, "definition": "not an object"} if name == "odd" else rule(name)
+q = queue(rules=BrokenStore())
+n = q.event("button:x")
+tickets = [q.trigger(x) for x in ("flash", "odd", "fine")]
+run(q.drain())
+report(n=n, o=[q.outcome(t) for t in tickets])
+""")
+    assert out["n"] == 0
+    assert [o["error"] for o in out["o"]] == ["internal", "internal", None]
+    assert out["o"][2]["status"] == 200 and _names(out) == ["fine"]
+    assert out["log"][0].endswith('"event" store error')
+    assert out["log"][1].endswith('"flash" error=internal OSError')

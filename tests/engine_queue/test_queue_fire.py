@@ -88,12 +88,15 @@ env.close()
 print(json.dumps({"n": n, "door": door, "down": down, "log": log.lines()}))
 """.replace("PORT_OPEN", str(port)).replace("PORT_CLOSED", str(closed)), timeout=60)
     assert out["n"] == 1
-    assert out["door"] == {"name": "door", "status": 200, "error": None, "attempts": 2}  # 503, then 200
+    door = out["door"]
+    assert door["sent"] is True and isinstance(door["elapsed_ms"], int)
+    assert door == {**door, "name": "door", "status": 200, "error": None, "attempts": 2}  # 503, then 200
     assert len(handler.seen) == 2
     for req in handler.seen:  # what the server received, both times
         assert req == {"method": "POST", "path": "/hook/PATH-SECRET?x=1", "body": '{"open": "BODY-SECRET"}',
                        "key": "HEADER-SECRET", "auth": "Bearer TOKEN-SECRET"}
-    assert out["down"] == {"name": "down", "status": None, "error": "connect", "attempts": 3}
+    assert out["down"] == {**out["down"], "name": "down", "status": None, "error": "connect", "attempts": 3,
+                           "sent": False}
     log = out["log"]
     assert any('"door" status=503 attempt=1/3 retry_in_ms=10' in l for l in log)
     assert log[-1].endswith('"down" error=connect attempt=3/3 gave_up')

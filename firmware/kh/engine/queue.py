@@ -133,7 +133,8 @@ class Queue:
             old = self._items.pop(0)
             self.dropped += 1
             self._log.add(old[1], note="dropped_queue_full")
-            self._record(old[0], {"name": old[1], "error": "dropped", "status": None, "attempts": 0})
+            self._record(old[0], {"name": old[1], "error": "dropped", "status": None, "attempts": 0,
+                                  "sent": False, "elapsed_ms": None})
         self._ticket += 1
         self._items.append([self._ticket, name, self._ticks()])
         self._ready.set()
@@ -141,14 +142,22 @@ class Queue:
 
     def event(self, ev):
         # A device event ("button:<name>", "finger:<user>:<n>"): queue every rule bound to it.
-        names = self._rules.names_for(ev)
+        try:
+            names = self._rules.names_for(ev)
+        except OSError:
+            self._log.add("event", "store error")  # the flash failed; the event is lost
+            return 0
         for n in names:
             self._push(n)
         return len(names)
 
     def trigger(self, name):
         # The app's `trigger`: a ticket, or None when no such rule accepts "trigger" (why_not).
-        if not self._rules.triggerable(name):
+        try:
+            if not self._rules.triggerable(name):
+                return None
+        except OSError:
+            self._log.add(name, "store error")
             return None
         return self._push(name)
 
@@ -205,6 +214,10 @@ class Queue:
             self.busy = True
             try:
                 outcome = await self._one(name, t_queued)
+            except Exception as e:  # a bad rule or a flash error must not stop the worker
+                self._log.add(name, code="internal", note=type(e).__name__)
+                outcome = {"name": name, "status": None, "error": "internal", "attempts": 0,
+                           "sent": False, "elapsed_ms": None}
             finally:
                 self.busy = False
             self._record(ticket, outcome)
@@ -226,7 +239,8 @@ class Queue:
         return True
 
     async def _one(self, name, t_queued):
-        out = {"name": name, "status": None, "error": None, "attempts": 0}
+        # The outcome: what the app's `trigger` answers (no URL, header, body or message).
+        out = {"name": name, "status": None, "error": None, "attempts": 0, "sent": False, "elapsed_ms": None}
         rule = self._rules.get(name)
         if rule is None:
             self._log.add(name, note="rule_gone")

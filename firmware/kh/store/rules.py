@@ -56,6 +56,8 @@ def _lines():
                 head = json.loads(line[:i])
             except ValueError:
                 continue
+            if not isinstance(head, dict) or not isinstance(head.get("n"), str) or not isinstance(head.get("e"), list):
+                continue
             yield head, line
     finally:
         f.close()
