@@ -406,3 +406,38 @@ print(json.dumps(res))
         assert wifi in ({"ssid": "old-net", "password": "old-password"},
                         {"ssid": "new-net", "password": "new-password"}), (k, wifi)
     assert out[0][1] == {"ssid": "new-net", "password": "new-password"}
+
+
+def test_a_full_flash_refuses_the_put_and_keeps_the_rules(micropython, tmp_path, cert_pem):
+    big = [make_rule(i, pem=cert_pem) for i in range(32)]
+    for r in big:
+        r["definition"]["body"]["content"] = "x" * 3000
+    write_json(tmp_path, "big.json", big)
+    out = micropython.json("""
+import json, os, powercut
+bd = powercut.RamBlockDev(blocks=12)
+powercut.mount(bd, "/flash")
+from kh import store
+store.use("/flash/data")
+from kh.store import rules
+from kh.store.errors import StoreError
+big = json.load(open("big.json"))
+stored = 0
+err = None
+for r in big:
+    before = rules.names()
+    try:
+        rules.put(r)
+        stored += 1
+    except StoreError as e:
+        err = [e.code, e.message]
+        break
+res = {"stored": stored, "err": err, "kept": rules.names() == before, "files": os.listdir("/flash/data")}
+rules.delete(before[:2])
+rules.put(big[stored])
+res["after_delete"] = rules.count()
+print(json.dumps(res))
+""")
+    assert out["err"][0] == "no_space" and "delete some rules" in out["err"][1]
+    assert 1 < out["stored"] < 32 and out["kept"] and out["files"] == ["rules.jsonl"]
+    assert out["after_delete"] == out["stored"] - 1

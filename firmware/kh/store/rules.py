@@ -15,6 +15,8 @@
 # look at headers only; every change streams the file into rules.jsonl.tmp with the change
 # applied, then renames it over the old file. littlefs renames atomically: after a power cut
 # the store holds exactly the old set or the new one. One line (one rule) is in RAM at a time.
+# A change needs free flash for a whole copy of the rules file; when there is none, the change
+# is refused (no_space) and the rules stay as they were.
 # Every rule of a put is validated (kh/store/schema.py) before anything is written; a refused
 # put changes nothing.
 import json
