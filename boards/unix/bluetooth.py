@@ -210,7 +210,8 @@ class BLE:
             ep.adv[0] = None
             return
         rssi = _r.rssi() & 0xFF
-        adv_type = 0 if self._connectable else 3  # ADV_IND / ADV_NONCONN_IND
+        # ADV_IND; non-connectable: ADV_SCAN_IND with a scan response, else ADV_NONCONN_IND
+        adv_type = 0 if self._connectable else (2 if self._resp else 3)
         ep.adv[0] = (bytes((_r.OP_ADV, 0)) + _r.ble_address() + bytes((adv_type, rssi, len(self._adv)))
                      + self._adv + self._resp)
 

@@ -1,0 +1,90 @@
+"""The unix board's `machine` and `network` stand-ins, and the radio's life cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from keyhook import KeyhookError, ble
+from keyhook.session.errors import LinkClosed
+from keyhook.sim import radio as vr
+
+
+def run(coro, timeout=60):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def test_button_press_from_outside_fires_pin_irqs(sim, radio):
+    dev = sim("button_probe.py")
+    assert dev.ready["level"] == 1  # pulled up, not pressed
+    assert vr.address_for_state(dev.state) == dev.address  # the host knows the address from the state
+    run(vr.press(radio, dev.address, pin=0, hold_s=0.05))
+    assert dev.expect(lambda d: "edge" in d) == {"edge": 0}  # falling: pressed
+    assert dev.expect(lambda d: "edge" in d) == {"edge": 1}  # rising: released
+
+
+def test_press_on_a_missing_device_says_so(radio):
+    with pytest.raises(vr.RadioError, match="cannot reach"):
+        run(vr.press(radio, "24:6F:00:00:00:09"))
+
+
+def test_network_and_machine_in_process(micropython, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEYHOOK_SIM_STATE", str(tmp_path))
+    r = micropython.json(f"""
+        import os, json, machine, network
+        w = network.WLAN(network.STA_IF)
+        r = {{"before": w.isconnected()}}
+        w.active(True)
+        w.connect("lab", "secret")
+        r["after"] = w.isconnected()
+        r["ip"] = w.ifconfig()[0]
+        r["got_ip"] = w.status() == network.STAT_GOT_IP
+        open("{tmp_path}/wifi_down", "w").close()
+        r["down"] = w.isconnected()
+        os.remove("{tmp_path}/wifi_down")
+        r["same"] = network.WLAN(network.STA_IF) is w
+        rtc = machine.RTC()
+        rtc.datetime((2030, 1, 2, 2, 3, 4, 5, 0))
+        r["rtc"] = list(rtc.datetime()[:3])
+        r["uid"] = machine.unique_id().hex()
+        p = machine.Pin(4, machine.Pin.OUT, value=0)
+        r["out"] = p.value()
+        p.on()
+        r["on"] = p()
+        print(json.dumps(r))
+    """)
+    assert r == {"before": False, "after": True, "ip": "127.0.0.1", "got_ip": True, "down": False, "same": True,
+                 "rtc": [2030, 1, 2], "uid": (tmp_path / "unique_id").read_bytes().hex(), "out": 0, "on": 1}
+    assert vr.address_for_state(tmp_path) is not None
+
+
+def test_stale_socket_is_skipped(sim, radio):
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stale.bind(str(radio / "246F28000099.sock"))
+    stale.close()  # a device that crashed left its socket file behind
+    dev = sim("gatt_echo.py")
+    assert [d.address for d in run(ble.scan(radio=radio, timeout=0.3))] == [dev.address]
+
+
+def test_device_crash_closes_the_link(sim, radio):
+    dev = sim("gatt_echo.py")
+
+    async def go():
+        async with ble.connect(dev.address, radio=radio) as link:
+            await link.send(b"\x01")
+            assert await link.recv(5) == b"\x01"
+            dev.proc.kill()
+            with pytest.raises(LinkClosed):
+                await link.recv(5)
+    run(go())
+    with pytest.raises(KeyhookError):
+        run(ble.open_link(dev.address, radio=radio, timeout=1, attempts=1))
+
+
+def test_two_devices_with_the_same_state_cannot_share_the_radio(sim, radio):
+    first = sim("gatt_echo.py", name="twin")
+    with pytest.raises(AssertionError, match="another device with address"):
+        sim("gatt_echo.py", name="twin")
+    assert first.proc.poll() is None
