@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,11 @@ DOWNLOAD_MODE_HINT = ("hold the BOOT button, press and release RESET (EN), relea
 def chip_key(name: str) -> str:
     """esptool's CHIP_NAME ("ESP32-S3") as a board chip name ("esp32s3")."""
     return name.lower().replace("-", "").replace("(", "").replace(")", "").replace(" ", "")
+
+
+def progress_label(prefix: str) -> str:
+    """esptool's progress prefix ("Writing at 0x00012000 ") without the moving address."""
+    return re.sub(r"\s+(at|from)\s+0x[0-9a-fA-F]+.*$", "", prefix.strip()) or "writing"
 
 
 class EsptoolLog:
@@ -79,7 +85,7 @@ class EsptoolLog:
                 pass
 
             def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
-                outer.on_progress(int(cur_iter), int(total_iters), str(prefix).strip())
+                outer.on_progress(int(cur_iter), int(total_iters), progress_label(str(prefix)))
 
             def set_verbosity(self, verbosity):
                 pass

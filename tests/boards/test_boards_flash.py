@@ -71,8 +71,12 @@ def esptool_api(monkeypatch):
     def write_flash(esp, addr_data, flash_freq="keep", flash_mode="keep", flash_size="keep", **kw):
         calls.append(("write_flash", [(a, bytes(d)) for a, d in addr_data], flash_size))
         total = sum(len(d) for _a, d in addr_data)
-        for done in (0, total // 2, total):
-            log.progress_bar(done, total, prefix="Writing")
+        # As esptool does: one progress task per file, its description naming the moving address.
+        with log.progress(total=total, unit="B") as progress:
+            for a, d in addr_data:
+                for off in range(0, len(d), 0x4000):
+                    n = min(0x4000, len(d) - off)
+                    progress.update(advance=n, description=f"Writing at {a + off + n:#010x}")
 
     def reset_chip(esp, reset_mode="hard-reset"):
         calls.append(("reset_chip", reset_mode))
@@ -111,6 +115,8 @@ def test_flash_writes_the_image_at_the_boards_offset_and_resets(esptool_api, pty
     assert calls[0][1] == pty_port and calls[0][2] == kflash.DEFAULT_BAUD
     # esptool's progress and messages reached the caller through the installed logger.
     assert progress[-1] == (len(data), len(data), "Writing")
+    assert {label for _d, _t, label in progress} == {"Writing"}  # one bar, not one per address
+    assert [d for d, _t, _l in progress] == sorted(d for d, _t, _l in progress)
     assert any("detected ESP32" in line for line in lines)
     assert state["chip"].closed  # the port was released
     assert report.offset == 0x1000 and report.size == len(data) and not report.erased
