@@ -38,8 +38,9 @@ class DeviceClient:
     """A paired device: `async with DeviceClient(addr) as dev: await dev.info()`."""
 
     def __init__(self, address: str, *, radio: str | None = None, keystore: Keystore | None = None,
-                 timeout: float = 20.0) -> None:
+                 timeout: float = 20.0, mtu: int | None = None) -> None:
         self.address = address
+        self.mtu = mtu
         self.radio = radio
         self.keystore = keystore or Keystore()
         self.timeout = timeout
@@ -47,7 +48,8 @@ class DeviceClient:
         self.session = None
 
     async def __aenter__(self) -> "DeviceClient":
-        self._link_cm = ble.connect(self.address, radio=self.radio, timeout=self.timeout)
+        extra = {"mtu": self.mtu} if self.mtu else {}
+        self._link_cm = ble.connect(self.address, radio=self.radio, timeout=self.timeout, **extra)
         link = await self._link_cm.__aenter__()
         try:
             self.session = await open_session(link, self.keystore)
@@ -89,14 +91,17 @@ class DeviceClient:
             if progress:
                 progress(total, total)
             return reply["stored"]
-        txn = (await self.request("rules.begin"))["txn"]
+        # The first part opens the transaction, the last one commits it (PROTOCOL.md section 6).
+        txn = None
         done = 0
-        for batch in batches:
-            await self.request("rules.stage", txn=txn, rules=batch)
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            reply = await self.request("rules.stage", txn=txn, rules=batch, commit=last)
+            txn = reply.get("txn", txn)
             done += sum(len(json.dumps(r, separators=(",", ":"))) for r in batch)
             if progress:
                 progress(done, total)
-        return (await self.request("rules.commit", txn=txn))["stored"]
+        return reply["stored"]
 
     async def list_rules(self) -> list[dict]:
         return (await self.request("rules.list"))["rules"]

@@ -85,6 +85,7 @@ class Commands:
             "firmware": VERSION,
             "device_id": ctx.device.device_id,
             "mem_free": gc.mem_free(),
+            "mem_alloc": gc.mem_alloc(),
             "clock": ctx.clock.now() if ctx.clock.is_set() else None,
             "wifi": ctx.net.status(),
             "rules": ctx.rules.count(),
@@ -107,14 +108,23 @@ class Commands:
             raise AppError("bad_request", "no open transaction %d; start with rules.begin" % txn)
 
     async def op_rules_stage(self, app_id, msg):
-        self._check_txn(app_id, msg)
+        # Without "txn" a stage opens the transaction itself; with "commit": true it also ends
+        # it: a push then costs no round trips beyond its parts.
+        if msg.get("txn") is None:
+            await self.op_rules_begin(app_id, msg)
+        else:
+            self._check_txn(app_id, msg)
         rules = _need(msg, "rules", list)
         try:
-            return {"staged": _store(self._stage.add, rules)}
+            staged = _store(self._stage.add, rules)
         except AppError:
             self._txn = None  # a refused part ends the transaction; the store is unchanged
             self._stage = None
             raise
+        if msg.get("commit") is True:
+            stage, self._stage, self._txn = self._stage, None, None
+            return {"stored": _store(stage.commit)}
+        return {"staged": staged, "txn": self._txn[0]}
 
     async def op_rules_commit(self, app_id, msg):
         self._check_txn(app_id, msg)

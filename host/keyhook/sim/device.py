@@ -28,13 +28,14 @@ class SimDevice:
 
     def __init__(self, radio: str | os.PathLike, state: str | os.PathLike, *, name: str | None = None,
                  certs: str | os.PathLike | None = None, heapsize: int | None = None,
-                 echo: bool = False) -> None:
+                 echo: bool = False, firmware: str | os.PathLike | None = None) -> None:
         self.radio = Path(radio)
         self.state = Path(state)
         self.name = name
         self.certs = Path(certs) if certs else None
         self.heapsize = heapsize
         self.echo = echo
+        self.firmware = Path(firmware) if firmware else FIRMWARE  # e.g. a tree of .mpy modules
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -47,14 +48,14 @@ class SimDevice:
         """Boot the firmware and wait until it advertises."""
         self.radio.mkdir(parents=True, exist_ok=True)
         self.state.mkdir(parents=True, exist_ok=True)
-        env = mp.micropython_env()
+        env = mp.micropython_env(firmware=self.firmware)
         env.update(vradio.device_env(self.radio, self.state))
         if self.name:
             env["KEYHOOK_SIM_NAME"] = self.name
         if self.certs:
             env["KEYHOOK_SIM_CERTS"] = str(self.certs)
         start_line = len(self.lines)
-        self.proc = subprocess.Popen(mp.micropython_cmd(FIRMWARE / "main.py", heapsize=self.heapsize),
+        self.proc = subprocess.Popen(mp.micropython_cmd(self.firmware / "main.py", heapsize=self.heapsize),
                                      env=env, cwd=self.state, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.boots += 1
