@@ -13,6 +13,7 @@
 # on_record(record: bytes) may be a coroutine function; on_reset() is called after a rejected
 # fragment (the connection's state must be dropped); without it, on_disconnect() then
 # on_connect() are called.
+import gc
 import sys
 
 import asyncio
@@ -54,6 +55,7 @@ _K_FRAG = const(0x81)
 _ERROR = const(0x7F)
 _ERR_BAD_RECORD = const(1)
 _ERR_BUSY = const(9)
+_ERR_INTERNAL = const(11)
 
 _SVC_UUID = bluetooth.UUID("6b657968-6f6f-6b00-a000-000000000000")
 _RX_UUID = bluetooth.UUID("6b657968-6f6f-6b00-a000-000000000001")
@@ -152,18 +154,27 @@ class GattService:
                 kind, conn, arg = ring.get(frag)
                 if not kind:
                     break
-                if kind == _K_FRAG:
+                try:
+                    await self._event(kind, conn, arg, frag)
+                except MemoryError as e:  # drop this record, keep the service alive
+                    sys.print_exception(e)
+                    gc.collect()
                     if conn == self._conn:
-                        await self._fragment(frag, arg)
-                elif kind == _K_CONN:
-                    self._connected(conn)
-                elif kind == _K_DISC:
-                    self._disconnected(conn)
-                elif kind == _K_MTU:
-                    if conn == self._conn:
-                        self._mtu = min(arg, _MTU_MAX)
-                elif kind == _K_LOST and conn == self._conn:
-                    await self._reject(_ERR_BUSY, b"receive buffer full; send one record at a time")
+                        await self._reject(_ERR_INTERNAL, b"out of memory")
+
+    async def _event(self, kind, conn, arg, frag):
+        if kind == _K_FRAG:
+            if conn == self._conn:
+                await self._fragment(frag, arg)
+        elif kind == _K_CONN:
+            self._connected(conn)
+        elif kind == _K_DISC:
+            self._disconnected(conn)
+        elif kind == _K_MTU:
+            if conn == self._conn:
+                self._mtu = min(arg, _MTU_MAX)
+        elif kind == _K_LOST and conn == self._conn:
+            await self._reject(_ERR_BUSY, b"receive buffer full; send one record at a time")
 
     def _connected(self, conn):
         if self._conn is not None:
@@ -233,8 +244,12 @@ class GattService:
         if h & _END:
             if self._got != self._total:
                 return await self._reject(_ERR_BAD_RECORD, b"END at the wrong length")
-            record = bytes(self._rec[:self._total])
             self._open = False
+            try:
+                record = bytes(self._rec[:self._total])
+            except MemoryError:
+                gc.collect()  # fragmentation: one more try after a collection
+                record = bytes(self._rec[:self._total])
             await self._deliver(record)
         return None
 
