@@ -441,3 +441,25 @@ print(json.dumps(res))
     assert out["err"][0] == "no_space" and "delete some rules" in out["err"][1]
     assert 1 < out["stored"] < 32 and out["kept"] and out["files"] == ["rules.jsonl"]
     assert out["after_delete"] == out["stored"] - 1
+
+
+def test_non_ascii_rules_keep_the_file_framing(micropython, tmp_path):
+    """Sizes in the file are bytes: rules with multi-byte characters around ASCII ones."""
+    rules = [make_rule(1), make_rule(2), make_rule(3)]
+    rules[0]["functionName"] = "Tür öffnen 🚪"
+    rules[1]["definition"]["body"]["content"] = "ünïcödé ✓ " * 50
+    rules[2]["locationName"] = "Küche"
+    # raw UTF-8: MicroPython's json turns a "\\ud83d\\udeaa" surrogate pair into two bad characters
+    (tmp_path / "in.json").write_text(json.dumps(rules, ensure_ascii=False), encoding="utf-8")
+    out = micropython.json(PRELUDE + """
+src = json.load(open("in.json"))
+rules.put(src)
+rules.put(src[1])                      # a rewrite copies the others
+rules.delete("rule 3")
+rules.put(src[2])
+print(json.dumps({"names": rules.names(), "r": [rules.get(n) for n in rules.names()],
+                  "meta": rules.list_meta()[0]["name"]}))
+""")
+    assert out["names"] == ["Tür öffnen 🚪", "rule 2", "rule 3"]
+    assert out["r"] == [_defaulted(r) for r in rules]
+    assert out["meta"] == "Tür öffnen 🚪"

@@ -9,16 +9,20 @@
 # (the grammar of host/keyhook/rules.py). A device event is "button:<name>" or
 # "finger:<user>:<n>"; names_for(event) gives the rules it fires, in the order they are stored.
 #
-# File <root>/rules.jsonl: one rule per line, a small header, a TAB, then the rule as JSON:
-#   {"n": functionName, "e": [events], "l": level, "h": host, "a": auth type, "i": id}<TAB>{rule}
-# json.dumps escapes control characters, so neither part ever holds a TAB or a newline. Reads
-# look at headers only; every change streams the file into rules.jsonl.tmp with the change
-# applied, then renames it over the old file. littlefs renames atomically: after a power cut
-# the store holds exactly the old set or the new one. One line (one rule) is in RAM at a time.
+# File <root>/rules.jsonl: two lines per rule, a small header, then the rule as JSON:
+#   {"n": functionName, "e": [events], "l": level, "h": host, "a": auth type, "i": id, "s": size}
+#   {rule}
+# where "s" is the byte length of the rule line (with its newline); json.dumps escapes control
+# characters, so no line holds a raw newline. Lookups read headers and seek past rule lines;
+# get() reads one rule line; a change streams the file into rules.jsonl.tmp with the change
+# applied (unchanged rule lines are copied in 512-byte chunks through one buffer), then renames
+# it over the old file. littlefs renames atomically: after a power cut the store holds exactly
+# the old set or the new one. At most one rule is in RAM at a time, and only when it is read.
 # A change needs free flash for a whole copy of the rules file; when there is none, the change
 # is refused (no_space) and the rules stay as they were.
 # Every rule of a put is validated (kh/store/schema.py) before anything is written; a refused
 # put changes nothing.
+import io
 import json
 import os
 from micropython import const
@@ -29,6 +33,8 @@ from kh.store.errors import StoreError
 from kh.store.schema import validate
 
 MAX_RULES = const(32)
+_CHUNK = const(512)
+_EIO = const(5)
 _ENOSPC = const(28)
 _FILE = "rules.jsonl"
 _STAGE = "rules.stage" + files.TMP
@@ -40,33 +46,64 @@ def _path():
 
 # ---- reading ----
 
-def _lines():
-    # Yields (header, raw line) for every stored rule; the raw line is bytes ending in "\n".
+_buf = None  # one copy buffer for the life of the module
+
+
+def _chunk():
+    global _buf
+    if _buf is None:
+        _buf = memoryview(bytearray(_CHUNK))
+    return _buf
+
+
+def _entries():
+    # Yields (header, raw header line, file, offset of the rule line) for every stored rule.
+    # The consumer may seek and read the rule line (header["s"] bytes); iteration seeks past it.
     try:
         f = open(_path(), "rb")
     except OSError:
         return
     try:
+        pos = 0
         while True:
-            line = f.readline()
-            if not line:
+            f.seek(pos)
+            raw = f.readline()
+            if not raw:
                 break
-            i = line.find(b"\t")
-            if i <= 0:
-                continue  # not a rule line (cannot happen after an atomic write); skipped
             try:
-                head = json.loads(line[:i])
+                head = json.loads(raw)
             except ValueError:
-                continue
-            if not isinstance(head, dict) or not isinstance(head.get("n"), str) or not isinstance(head.get("e"), list):
-                continue
-            yield head, line
+                head = None
+            if (not isinstance(head, dict) or not isinstance(head.get("n"), str)
+                    or not isinstance(head.get("e"), list) or not isinstance(head.get("s"), int)):
+                break  # cannot happen after atomic writes; nothing past it can be trusted
+            start = pos + len(raw)
+            yield head, raw, f, start
+            pos = start + head["s"]
     finally:
         f.close()
 
 
-def _rule_of(line):
-    return json.loads(memoryview(line)[line.find(b"\t") + 1:])
+def _heads():
+    for head, _, _, _ in _entries():
+        yield head
+
+
+def _read_rule(f, start, size):
+    f.seek(start)
+    return json.loads(f.read(size))
+
+
+def _copy(f, start, size, out):
+    # Copies size bytes from f at start to out through the one buffer.
+    buf = _chunk()
+    f.seek(start)
+    while size > 0:
+        n = f.readinto(buf[:min(size, _CHUNK)])
+        if not n:
+            raise OSError(_EIO)  # the file ended early: never copy a partial rule
+        out.write(buf[:n])
+        size -= n
 
 
 def meta(head):
@@ -80,7 +117,7 @@ def meta(head):
 def list_meta(start=0, limit=MAX_RULES):
     out = []
     k = 0
-    for head, _ in _lines():
+    for head in _heads():
         if k >= start and len(out) < limit:
             out.append(meta(head))
         k += 1
@@ -89,30 +126,35 @@ def list_meta(start=0, limit=MAX_RULES):
 
 def count():
     n = 0
-    for _ in _lines():
+    for _ in _heads():
         n += 1
     return n
 
 
-def _find(name):
-    # (header, line) of the named rule, or (None, None); closes the file before returning.
-    it = _lines()
+def get(name):
+    it = _entries()
     try:
-        for head, line in it:
+        for head, _, f, start in it:
             if head["n"] == name:
-                return head, line
+                return _read_rule(f, start, head["s"])
+    finally:
+        it.close()  # closes the file now, not at the next garbage collection
+    return None
+
+
+def _head(name):
+    it = _entries()
+    try:
+        for head, _, _, _ in it:
+            if head["n"] == name:
+                return head
     finally:
         it.close()
-    return None, None
-
-
-def get(name):
-    _, line = _find(name)
-    return None if line is None else _rule_of(line)
+    return None
 
 
 def names():
-    return [head["n"] for head, _ in _lines()]
+    return [head["n"] for head in _heads()]
 
 
 def _matches(pattern, event):
@@ -126,7 +168,7 @@ def _matches(pattern, event):
 def names_for(event):
     # Names of the rules that `event` fires, in stored order.
     out = []
-    for head, _ in _lines():
+    for head in _heads():
         for p in head["e"]:
             if _matches(p, event):
                 out.append(head["n"])
@@ -135,15 +177,30 @@ def names_for(event):
 
 
 def triggerable(name):
-    head, _ = _find(name)
+    head = _head(name)
     return head is not None and "trigger" in head["e"]
 
 
 # ---- changing ----
 
-def _write_line(out, head, rule):
+class _Count(io.IOBase):
+    # A stream that only counts the bytes written to it.
+    def __init__(self):
+        self.n = 0
+
+    def write(self, b):
+        self.n += len(b)
+        return len(b)
+
+
+def _write_rule(out, head, rule):
+    # The rule is serialised twice, to count its bytes and to write it, so that it never has
+    # to be one contiguous string in RAM.
+    c = _Count()
+    json.dump(rule, c)
+    head["s"] = c.n + 1
     json.dump(head, out)
-    out.write(b"\t")
+    out.write(b"\n")
     json.dump(rule, out)
     out.write(b"\n")
 
@@ -183,7 +240,7 @@ class _InRam:
         self.names = [h["n"] for h in heads]
 
     def write(self, out, i):
-        _write_line(out, self.heads[i], self.rules[i])
+        _write_rule(out, self.heads[i], self.rules[i])
 
 
 def _rewrite(new, drop):
@@ -202,7 +259,7 @@ def _rewrite(new, drop):
     n = 0
     try:
         with open(tmp, "wb") as out:
-            for head, line in _lines():
+            for head, raw, f, start in _entries():
                 name = head["n"]
                 i = by_name.get(name)
                 if i is not None:
@@ -215,7 +272,8 @@ def _rewrite(new, drop):
                     found.add(name)
                     matched += 1
                 else:
-                    out.write(line)
+                    out.write(raw)
+                    _copy(f, start, head["s"], out)
                     n += 1
             for i in range(len(names)):
                 if not done[i]:
@@ -274,7 +332,7 @@ class Stage:
         try:
             for i in range(len(rules)):
                 start = self._f.tell()
-                _write_line(self._f, heads[i], rules[i])
+                _write_rule(self._f, heads[i], rules[i])
                 self._spans.append((start, self._f.tell() - start))
                 self.names.append(heads[i]["n"])
         except OSError as e:
@@ -286,8 +344,7 @@ class Stage:
 
     def write(self, out, i):
         off, size = self._spans[i]
-        self._r.seek(off)
-        out.write(self._r.read(size))
+        _copy(self._r, off, size, out)
 
     def commit(self):
         if self._f is None:
