@@ -88,3 +88,37 @@ def test_two_devices_with_the_same_state_cannot_share_the_radio(sim, radio):
     with pytest.raises(AssertionError, match="another device with address"):
         sim("gatt_echo.py", name="twin")
     assert first.proc.poll() is None
+
+
+def test_bluetooth_errors_match_the_real_module(micropython, tmp_path, monkeypatch):
+    monkeypatch.setenv("KEYHOOK_SIM_STATE", str(tmp_path))  # no KEYHOOK_RADIO: no peers
+    r = micropython.json("""
+        import json, bluetooth
+        ble = bluetooth.BLE()
+        r = {}
+        def err(f):
+            try:
+                f()
+                return None
+            except OSError as e:
+                return e.errno
+        r["inactive_adv"] = err(lambda: ble.gap_advertise(100000, b""))
+        r["inactive_mac"] = err(lambda: ble.config("mac"))
+        ble.active(True)
+        r["mac"] = len(ble.config("mac")[1])
+        r["too_long"] = err(lambda: ble.gap_advertise(100000, bytes(32)))
+        ble.gap_advertise(100000, b"\\x02\\x01\\x06")
+        U = bluetooth.UUID
+        r["busy"] = err(lambda: ble.gatts_register_services(((U(0x180F), ((U(0x2A19), bluetooth.FLAG_READ),)),)))
+        ble.gap_advertise(None)
+        ((h,),) = ble.gatts_register_services(((U(0x180F), ((U(0x2A19), bluetooth.FLAG_READ),)),))
+        ble.gatts_write(h, bytes(40))  # a local write grows the buffer
+        r["local"] = len(ble.gatts_read(h))
+        r["not_connected"] = err(lambda: ble.gatts_notify(0, h, b"x"))
+        r["disconnect"] = ble.gap_disconnect(0)
+        r["bad_handle"] = err(lambda: ble.gatts_read(999))
+        r["uuid"] = [repr(U(0x2A19)), U("6B657968-6F6F-6B00-A000-000000000000") == U(bytes(U("6b657968-6f6f-6b00-a000-000000000000")))]
+        print(json.dumps(r))
+    """)
+    assert r == {"inactive_adv": 19, "inactive_mac": 19, "mac": 6, "too_long": 22, "busy": 16, "local": 40,
+                 "not_connected": 107, "disconnect": False, "bad_handle": 22, "uuid": ["UUID(0x2a19)", True]}
