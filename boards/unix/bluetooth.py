@@ -454,4 +454,7 @@ class BLE:
             self._irq_addr(_IRQ_CENTRAL_DISCONNECT, c[1], c[2], c[3])
         else:
             import micropython
-            micropython.schedule(lambda _: self._irq_addr(_IRQ_CENTRAL_DISCONNECT, c[1], c[2], c[3]), None)
+            try:
+                micropython.schedule(lambda _: self._irq_addr(_IRQ_CENTRAL_DISCONNECT, c[1], c[2], c[3]), None)
+            except RuntimeError:  # schedule queue full
+                self._irq_addr(_IRQ_CENTRAL_DISCONNECT, c[1], c[2], c[3])

@@ -330,7 +330,8 @@ async def press(radio: str | os.PathLike, address: str, pin: int = 0, hold_s: fl
 
 def device_env(radio: str | os.PathLike, state: str | os.PathLike, rssi: int | None = None) -> dict[str, str]:
     """Environment variables that put a simulated device with state in `state` on `radio`."""
-    env = {"KEYHOOK_RADIO": str(radio), "KEYHOOK_SIM_STATE": str(state)}
+    # absolute: the device may run in another directory than the host tool
+    env = {"KEYHOOK_RADIO": str(Path(radio).resolve()), "KEYHOOK_SIM_STATE": str(Path(state).resolve())}
     if rssi is not None:
         env["KEYHOOK_SIM_RSSI"] = str(rssi)
     return env
