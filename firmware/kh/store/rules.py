@@ -183,22 +183,31 @@ def triggerable(name):
 
 # ---- changing ----
 
-class _Count(io.IOBase):
-    # A stream that only counts the bytes written to it.
-    def __init__(self):
-        self.n = 0
+try:
+    class _Count(io.IOBase):
+        # A stream that only counts the bytes written to it.
+        def __init__(self):
+            self.n = 0
 
-    def write(self, b):
-        self.n += len(b)
-        return len(b)
+        def write(self, b):
+            self.n += len(b)
+            return len(b)
+except AttributeError:  # a build without io.IOBase
+    _Count = None
+
+
+def _size(rule):
+    # Bytes of the rule's JSON. Serialised into a counter where the build allows, so that the
+    # rule never has to be one contiguous string in RAM; else measured on a string.
+    if _Count is None:
+        return len(memoryview(json.dumps(rule)))
+    c = _Count()
+    json.dump(rule, c)
+    return c.n
 
 
 def _write_rule(out, head, rule):
-    # The rule is serialised twice, to count its bytes and to write it, so that it never has
-    # to be one contiguous string in RAM.
-    c = _Count()
-    json.dump(rule, c)
-    head["s"] = c.n + 1
+    head["s"] = _size(rule) + 1
     json.dump(head, out)
     out.write(b"\n")
     json.dump(rule, out)
