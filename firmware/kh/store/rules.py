@@ -266,9 +266,10 @@ def _rewrite(new, drop):
     matched = 0
     found = set()
     n = 0
+    it = _entries()
     try:
         with open(tmp, "wb") as out:
-            for head, raw, f, start in _entries():
+            for head, raw, f, start in it:
                 name = head["n"]
                 i = by_name.get(name)
                 if i is not None:
@@ -304,6 +305,8 @@ def _rewrite(new, drop):
         if e.args and e.args[0] == _ENOSPC:
             raise StoreError("no_space", "the flash is full; delete some rules or shorten them")
         raise
+    finally:
+        it.close()  # the rules file, now rather than at a garbage collection
     return matched
 
 
