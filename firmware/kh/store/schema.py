@@ -72,7 +72,8 @@ def split_url(url):
 
 
 def _valid_host(host):
-    if not host:
+    # A DNS name has at most 253 characters; with ":65535" 259; bracketed IPv6 fits too.
+    if not host or len(host) > 259:
         return False
     port = None
     if host[0] == "[":
