@@ -26,6 +26,10 @@ _AF_UNIX = const(1)
 _SOCK_SEQPACKET = const(5)
 MAX_PACKET = const(2048)
 _POLL_MS = const(200)
+# The controller hands over at most one write per _WRITE_GAP_US (10000 a second, far more
+# than any real BLE link carries), so the firmware's tasks get the CPU between write IRQs
+# even when the host sends without a link model.
+_WRITE_GAP_US = const(100)
 _EADDRINUSE = const(98)
 
 # Opcodes, central -> device
@@ -187,6 +191,8 @@ class Endpoint:
                         pass
                     continue
                 self._post(s, msg)
+                if msg[0] == OP_WRITE_CMD or msg[0] == OP_WRITE_REQ:
+                    time.sleep_us(_WRITE_GAP_US)
         try:
             ls.close()
             os.remove(self.path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -41,11 +40,9 @@ def _start_device(radio: Path, state: Path) -> tuple[subprocess.Popen, str]:
 
 async def _transfer(radio: Path, address: str, mtu: int, model: vr.LinkModel, nbytes: int) -> tuple[float, float]:
     """Seconds to move `nbytes` of records app -> device, and device -> app."""
-    os.environ["KEYHOOK_RADIO_LINK"] = (f"interval_ms={model.interval_s * 1000},packets={model.packets_per_event}"
-                                        if model.enabled else "0")
     count = max(1, nbytes // RECORD)
     body = b"\xfb" + bytes(i & 0xFF for i in range(RECORD - 1))
-    async with ble.connect(address, radio=radio, mtu=mtu) as link:
+    async with ble.connect(address, radio=radio, mtu=mtu, link_model=model) as link:
         assert link.mtu == mtu
         await link.send(b"\xfa")
         base = json.loads(await link.recv(30))["bytes"]
@@ -68,7 +65,6 @@ def run() -> list[dict]:
     rows = []
     radio = Path(tempfile.mkdtemp(prefix="khb-", dir="/tmp"))
     proc = None
-    saved = os.environ.get("KEYHOOK_RADIO_LINK")
     try:
         proc, address = _start_device(radio, radio / "state")
         for mtu, nbytes in ((247, 16 * RECORD), (23, 2 * RECORD)):
@@ -87,10 +83,6 @@ def run() -> list[dict]:
             rows.append({"figure": f"records without link model (processing only), MTU {mtu}",
                          "value": f"{round(nbytes / up)} up / {round(nbytes / down)} down", "unit": "B/s"})
     finally:
-        if saved is None:
-            os.environ.pop("KEYHOOK_RADIO_LINK", None)
-        else:
-            os.environ["KEYHOOK_RADIO_LINK"] = saved
         if proc is not None:
             proc.terminate()
             proc.wait(5)

@@ -22,8 +22,11 @@ def scanner_kwargs(radio: str | os.PathLike | None = None) -> dict[str, Any]:
     return {"backend": SimBleakScanner, "radio": path}
 
 
-def client_kwargs(radio: str | os.PathLike | None = None, mtu: int | None = None) -> dict[str, Any]:
-    """Extra `BleakClient` arguments for `radio` (none for the system adapter)."""
+def client_kwargs(radio: str | os.PathLike | None = None, mtu: int | None = None, link: Any = None) -> dict[str, Any]:
+    """Extra `BleakClient` arguments for `radio` (none for the system adapter).
+
+    `link` is the virtual radio's `LinkModel` (default: `KEYHOOK_RADIO_LINK`).
+    """
     path = radio_path(radio)
     if path is None:
         return {}
@@ -32,6 +35,8 @@ def client_kwargs(radio: str | os.PathLike | None = None, mtu: int | None = None
     kw: dict[str, Any] = {"backend": SimBleakClient, "radio": path}
     if mtu is not None:
         kw["mtu"] = mtu
+    if link is not None:
+        kw["link"] = link
     return kw
 
 

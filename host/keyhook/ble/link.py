@@ -127,8 +127,12 @@ async def _acquire_mtu(client: BleakClient) -> None:
 
 
 async def open_link(address: str, *, radio: str | os.PathLike | None = None, timeout: float = 20.0,
-                    mtu: int = MTU_WANTED, attempts: int = CONNECT_ATTEMPTS) -> BleRecordLink:
-    """Connect to the keyhook device at `address` and return its record link."""
+                    mtu: int = MTU_WANTED, attempts: int = CONNECT_ATTEMPTS, link_model=None) -> BleRecordLink:
+    """Connect to the keyhook device at `address` and return its record link.
+
+    `mtu` is the MTU asked for (the device may grant less); `link_model` is the virtual radio's
+    timing model (a `keyhook.sim.radio.LinkModel`; ignored for the system adapter).
+    """
     radio = radio_path(radio)
     device = await _find(address, radio, min(timeout, 10.0))
     link: BleRecordLink | None = None
@@ -140,7 +144,7 @@ async def open_link(address: str, *, radio: str | os.PathLike | None = None, tim
     try:
         client = await asyncio.wait_for(
             establish_connection(BleakClient, device, device.name or address, disconnected_callback=disconnected,
-                                 max_attempts=attempts, timeout=timeout, **client_kwargs(radio, mtu)),
+                                 max_attempts=attempts, timeout=timeout, **client_kwargs(radio, mtu, link_model)),
             timeout * attempts)
     except (BleakError, asyncio.TimeoutError, OSError) as e:
         busy = "not advertising as connectable" in str(e) or "another central" in str(e)
@@ -167,9 +171,11 @@ async def open_link(address: str, *, radio: str | os.PathLike | None = None, tim
 
 @contextlib.asynccontextmanager
 async def connect(address: str, *, radio: str | os.PathLike | None = None, timeout: float = 20.0,
-                  mtu: int = MTU_WANTED, attempts: int = CONNECT_ATTEMPTS) -> AsyncIterator[BleRecordLink]:
+                  mtu: int = MTU_WANTED, attempts: int = CONNECT_ATTEMPTS,
+                  link_model=None) -> AsyncIterator[BleRecordLink]:
     """`async with connect(address) as link:` a record link that is closed on exit."""
-    link = await open_link(address, radio=radio, timeout=timeout, mtu=mtu, attempts=attempts)
+    link = await open_link(address, radio=radio, timeout=timeout, mtu=mtu, attempts=attempts,
+                           link_model=link_model)
     try:
         yield link
     finally:
