@@ -13,6 +13,7 @@ bd = flashbd.mount("flash.img", "/flash", blocks=64)
 from kh import store
 store.use("/flash/data")
 from kh.store import rules
+from kh.store import schema  # loaded at the first put; compiled from source here, so before the data
 %s
 print(json.dumps({"count": rules.count(), "last": rules.get("rule 19")["definition"]["pinnedCertificate"][:27],
                   "free": gc.mem_free()}))

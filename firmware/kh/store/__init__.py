@@ -7,6 +7,10 @@
 #   from kh import store
 #   store.use()                   # once at start-up (creates the root; clears stray temp files)
 #   p = store.path("rules.jsonl") # "/data/rules.jsonl"
+#
+# The layer: files (atomic replace, directories), rules (the rules store, atomic puts and
+# deletes, staged puts, metadata, event lookup), schema (rule validation), config (Wi-Fi
+# credentials, settings), errors (StoreError). Power-cut tests: tests/store, tests/mp/powercut.py.
 _root = "/data"
 
 

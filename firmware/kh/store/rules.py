@@ -30,7 +30,6 @@ from micropython import const
 from kh import store
 from kh.store import files
 from kh.store.errors import StoreError
-from kh.store.schema import validate
 
 MAX_RULES = const(32)
 _CHUNK = const(512)
@@ -224,6 +223,7 @@ def _check(rules, seen):
     if len(rules) + len(seen) > MAX_RULES:
         raise StoreError("too_many", "the device holds at most %d rules; this put has %d"
                          % (MAX_RULES, len(rules) + len(seen)))
+    from kh.store.schema import validate  # loaded at the first put: lookups do not need it
     heads = []
     for r in rules:
         h = validate(r)
