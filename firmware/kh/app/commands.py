@@ -160,7 +160,7 @@ class Commands:
         pw = msg.get("password", "")
         if not isinstance(pw, str) or not 0 < len(ssid) <= 32 or len(pw) > 64:
             raise AppError("bad_request", "ssid must be 1-32 characters and password at most 64")
-        self.ctx.config.set_wifi(ssid, pw)
+        _store(self.ctx.config.set_wifi, ssid, pw)
         self.ctx.net.connect(ssid, pw)
         return {"stored": True}
 
