@@ -209,3 +209,16 @@ def test_unknown_address_and_oversized_send(sim, radio):
             with pytest.raises(ProtocolError):
                 await link.send(bytes(MAX_RECORD + 1))
     run(go())
+
+
+def test_keyhook_radio_environment_selects_the_virtual_radio(sim, radio, monkeypatch):
+    dev = sim("gatt_echo.py")
+    monkeypatch.setenv("KEYHOOK_RADIO", str(radio))
+
+    async def go():
+        (found,) = await ble.scan(timeout=0.3)
+        async with ble.connect(found.address) as link:
+            await link.send(b"\x07env")
+            return await link.recv(5)
+    assert run(go()) == b"\x07env"
+    assert dev.address

@@ -158,3 +158,22 @@ def test_write_without_response_longer_than_mtu_is_refused(sim, radio):
             await c.write_gatt_char(PLAIN, bytes(21), response=False)
         await c.disconnect()
     run(go())
+
+
+def test_indicate_is_confirmed_and_send_update_reaches_subscribers(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio)
+        got: asyncio.Queue = asyncio.Queue()
+        await c.write_gatt_char(CMD, b"update", response=True)  # not subscribed yet: nothing sent
+        await c.start_notify(OUT, lambda _ch, data: got.put_nowait(bytes(data)))
+        await c.write_gatt_char(CMD, b"indicate", response=True)
+        assert await asyncio.wait_for(got.get(), 5) == b"updated"  # the local value, indicated
+        await c.write_gatt_char(CMD, b"update", response=True)
+        assert await asyncio.wait_for(got.get(), 5) == b"updated"
+        assert got.empty()
+        await c.disconnect()
+    run(go())
+    done = dev.expect(irq(20))
+    assert done["data"][2] == 0  # status: confirmed

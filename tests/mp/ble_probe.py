@@ -1,8 +1,9 @@
 # Test device: the raw `bluetooth` stand-in, logging every IRQ as one JSON line.
 # Characteristics (value handles printed at start):
 #   plain  (write, default 20-byte buffer)   big (write, buffer 100)   app (write, append, 64)
-#   out    (read + notify)                   cmd (write): b"notify N" notifies N bytes on out,
-#                                            b"disconnect" disconnects the central
+#   out    (read + notify + indicate)        cmd (write): b"notify N" notifies N bytes on out,
+#                                            b"disconnect" disconnects the central, b"indicate"
+#                                            indicates out, b"update" writes out with send_update
 import json
 
 import asyncio
@@ -18,7 +19,7 @@ F = bluetooth
         (U("6b657968-0000-0000-0000-000000000001"), F.FLAG_WRITE | F.FLAG_WRITE_NO_RESPONSE),
         (U("6b657968-0000-0000-0000-000000000002"), F.FLAG_WRITE),
         (U("6b657968-0000-0000-0000-000000000003"), F.FLAG_WRITE),
-        (U("6b657968-0000-0000-0000-000000000004"), F.FLAG_READ | F.FLAG_NOTIFY),
+        (U("6b657968-0000-0000-0000-000000000004"), F.FLAG_READ | F.FLAG_NOTIFY | F.FLAG_INDICATE),
         (U("6b657968-0000-0000-0000-000000000005"), F.FLAG_WRITE),
     )),))
 ble.gatts_set_buffer(big, 100)
@@ -76,6 +77,10 @@ async def main():
                     print(json.dumps({"notified": n}))
                 except OSError as e:
                     print(json.dumps({"notify_error": e.errno}))
+            elif c == b"indicate":
+                ble.gatts_indicate(conn, out)
+            elif c == b"update":
+                ble.gatts_write(out, b"updated", True)
             elif c == b"readapp":
                 print(json.dumps({"app": ble.gatts_read(app).hex(), "again": ble.gatts_read(app).hex()}))
             elif c == b"kept":
