@@ -79,6 +79,23 @@ def test_default_buffer_truncates_remote_writes_to_20_bytes(sim, radio):
     assert dev.expect(lambda d: d.get("char") == "big")["value"] == bytes(range(100)).hex()
 
 
+def test_set_buffer_lifts_the_truncation(sim, radio):
+    dev = sim("ble_probe.py")
+    data = bytes(range(50))
+
+    async def go():
+        c = await _client(radio)
+        await c.write_gatt_char(PLAIN, data, response=True)
+        await c.write_gatt_char(CMD, b"grow", response=True)
+        await asyncio.sleep(0.2)  # the command runs in the device's task, after the write's IRQ
+        await c.write_gatt_char(PLAIN, data, response=True)
+        await c.disconnect()
+    run(go())
+    assert dev.expect(lambda d: d.get("char") == "plain")["value"] == data[:20].hex()
+    dev.expect(lambda d: d.get("grown"))
+    assert dev.expect(lambda d: d.get("char") == "plain")["value"] == data.hex()
+
+
 def test_append_buffer_accumulates_and_read_clears(sim, radio):
     dev = sim("ble_probe.py")
 

@@ -3,7 +3,8 @@
 #   plain  (write, default 20-byte buffer)   big (write, buffer 100)   app (write, append, 64)
 #   out    (read + notify + indicate)        cmd (write): b"notify N" notifies N bytes on out,
 #                                            b"disconnect" disconnects the central, b"indicate"
-#                                            indicates out, b"update" writes out with send_update
+#                                            indicates out, b"update" writes out with send_update,
+#                                            b"grow" sets plain's buffer to 100 bytes
 import json
 
 import asyncio
@@ -77,6 +78,9 @@ async def main():
                     print(json.dumps({"notified": n}))
                 except OSError as e:
                     print(json.dumps({"notify_error": e.errno}))
+            elif c == b"grow":
+                ble.gatts_set_buffer(plain, 100)
+                print(json.dumps({"grown": True}))
             elif c == b"indicate":
                 ble.gatts_indicate(conn, out)
             elif c == b"update":
