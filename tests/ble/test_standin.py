@@ -184,6 +184,7 @@ def test_indicate_is_confirmed_and_send_update_reaches_subscribers(sim, radio):
         c = await _client(radio)
         got: asyncio.Queue = asyncio.Queue()
         await c.write_gatt_char(CMD, b"update", response=True)  # not subscribed yet: nothing sent
+        await asyncio.to_thread(dev.expect, lambda d: d.get("updated"))
         await c.start_notify(OUT, lambda _ch, data: got.put_nowait(bytes(data)))
         await c.write_gatt_char(CMD, b"indicate", response=True)
         assert await asyncio.wait_for(got.get(), 5) == b"updated"  # the local value, indicated

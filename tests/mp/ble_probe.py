@@ -85,6 +85,7 @@ async def main():
                 ble.gatts_indicate(conn, out)
             elif c == b"update":
                 ble.gatts_write(out, b"updated", True)
+                print(json.dumps({"updated": True}))
             elif c == b"readapp":
                 print(json.dumps({"app": ble.gatts_read(app).hex(), "again": ble.gatts_read(app).hex()}))
             elif c == b"kept":
