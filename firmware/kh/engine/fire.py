@@ -25,9 +25,13 @@ class Env:
     def __init__(self, trust_dir=None, state_dir=None, pool_size=1, tokens=None, max_body=_client.MAX_BODY):
         self.state_dir = state_dir
         self.net = _client.Net(Trust(trust_dir, state_dir), _client.Pool(pool_size), max_body)
-        if tokens is None:
-            tokens = _default_tokens(state_dir)
-        self.tokens = tokens
+        self._tokens = tokens  # made on the first rule that authenticates
+
+    @property
+    def tokens(self):
+        if self._tokens is None:
+            self._tokens = _default_tokens(self.state_dir)
+        return self._tokens
 
     def close(self):
         self.net.pool.close()

@@ -2,6 +2,7 @@
 # wait polls the socket and yields to the scheduler (BLE keeps running), and every phase ends
 # at a deadline. Reads go through one preallocated buffer.
 import asyncio
+from asyncio import core as _core
 import select
 import socket
 import time
@@ -15,8 +16,17 @@ _POLL_OUT = select.POLLOUT
 _POLL_BAD = select.POLLERR | select.POLLHUP
 _EINPROGRESS = const(115)
 _ERR_SSL_CONN_EOF = const(-0x7280)  # peer closed without close_notify
+_HS_SLICE_MS = const(20)
 _IPPROTO_TCP = const(6)  # same numbers on Linux and lwIP
 _TCP_NODELAY = const(1)
+
+
+async def _io(s, write):
+    # park the task in asyncio's I/O queue until s is ready (as asyncio's own Stream does)
+    if write:
+        yield _core._io_queue.queue_write(s)
+    else:
+        yield _core._io_queue.queue_read(s)
 
 
 def deadline(timeout_ms):
@@ -47,26 +57,38 @@ class Conn:
         self.check = None  # the TLS Check while the handshake may still be finishing
 
     async def wait(self, ev, dl, phase):
-        # until the socket is ready for ev (or in error); FireError("timeout") at the deadline
-        # Always yields once, so a fire whose server answers at once still lets other tasks run
-        # between its steps; only mbedTLS's own computations run without a break.
-        self.poller.modify(self.s, ev)
-        pause = 0
-        while True:
-            await asyncio.sleep_ms(pause)
-            r = self.poller.poll(0)
-            if r:
-                return r[0][1]
-            if left_ms(dl) <= 0:
-                raise FireError("timeout", "no progress within the time-out while " + phase)
-            pause = 1
+        # until the socket is ready for ev (or in error), sleeping in asyncio's poller so other
+        # tasks run and the fire wakes at once; FireError("timeout") at the deadline.
+        # The wait is always on the plain socket (on the unix port a file descriptor wakes the
+        # poller at once; a TLS object is re-polled every 1 ms): mbedTLS asks for more bytes
+        # only when it has none buffered. During a handshake it almost always waits for the
+        # server's next flight; the rare want-write is retried every _HS_SLICE_MS.
+        ms = left_ms(dl)
+        if ms <= 0:
+            raise FireError("timeout", "no progress within the time-out while " + phase)
+        write = ev == _POLL_OUT
+        sliced = False
+        if self.check is not None:
+            write = False
+            if ms > _HS_SLICE_MS:
+                ms = _HS_SLICE_MS
+                sliced = True
+        try:
+            await asyncio.wait_for_ms(_io(self.raw, write), ms)
+        except asyncio.TimeoutError:
+            if sliced:
+                return 0
+            raise FireError("timeout", "no progress within the time-out while " + phase)
+        self.poller.modify(self.raw, ev)
+        r = self.poller.poll(0)
+        return r[0][1] if r else 0
 
     def close(self):
         if self.closed:
             return
         self.closed = True
         try:
-            self.poller.unregister(self.s)
+            self.poller.unregister(self.raw)
         except (OSError, ValueError, KeyError):
             pass
         try:
@@ -83,7 +105,9 @@ class Conn:
         # a kept-alive connection is reusable only if the server has sent nothing since
         if self.closed or self.lo != self.hi:
             return True
-        self.poller.modify(self.s, _POLL_IN)
+        # the plain socket: readable means the server sent something or closed (an idle TLS
+        # connection has nothing buffered in mbedTLS once its last response was read)
+        self.poller.modify(self.raw, _POLL_IN)
         return bool(self.poller.poll(0))
 
     async def write(self, data, dl, phase="sending the request"):
@@ -173,10 +197,8 @@ async def start_tls(c, ctx, server_hostname, check, dl):
     # wrap, then drive the handshake with reads until the server's certificate has been judged;
     # mbedTLS itself completes the handshake (Finished) before it lets application data out.
     ss = ctx.wrap_socket(c.raw, server_hostname=server_hostname, do_handshake_on_connect=False)
-    c.poller.unregister(c.raw)
     c.s = ss
     c.tls = True
-    c.poller.register(ss, _POLL_IN)
     one = bytearray(1)
     mv = memoryview(one)
     c.check = check

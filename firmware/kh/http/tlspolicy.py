@@ -5,7 +5,6 @@
 #                         plus a flag checked after the handshake, before any byte is written
 #   TlsAllowSelfSigned    CERT_NONE, encryption only
 # and the mapping of mbedTLS failures to stable error codes.
-import time
 from micropython import const
 from kh.http.errors import FireError
 from kh.http import der as _der
@@ -28,8 +27,6 @@ _M_PIN_LEAF = const(2)
 _M_NONE = const(3)
 
 _REJECT = const(0x4B48)  # "KH": what the callback returns to abort a handshake
-_ERR_CA_CHAIN_REQUIRED = const(-0x7680)
-_YEAR_CLOCK_SET = const(2024)
 
 
 class Check:
@@ -117,46 +114,6 @@ class Check:
             self.trust.remember(self.origin, self.roots_hash)
 
     def failure(self, e):
-        # an exception from the handshake -> FireError with a stable code
-        if isinstance(e, FireError):
-            return e
-        if self.pin_rejected:
-            return FireError("tls_pin_mismatch", "the server's certificate is not the pinned one")
-        text = str(e.args[0]) if e.args else ""
-        if isinstance(e, ValueError) and "certificate" in text:
-            return self._verify_failure(text)
-        code = e.args[0] if isinstance(e, OSError) and e.args else None
-        if code == _ERR_CA_CHAIN_REQUIRED:
-            return self._untrusted()
-        if isinstance(code, int) and 0 < code < 256:
-            return FireError("connect", "the connection broke during the TLS handshake (errno " + str(code) + ")")
-        return FireError("tls_handshake", "TLS handshake failed (" + _short(e) + "); is it a TLS server?")
-
-    def _untrusted(self):
-        if self.mode == _M_PIN_CA:
-            return FireError("tls_pin_mismatch",
-                             "the chain does not lead to the pinned certificate (a pinned root needs the "
-                             "server to send its intermediate; pin the intermediate instead)")
-        if self.mode == _M_CA and not self.trust:
-            return FireError("tls_untrusted", "no trust store: add the server's root CA (keyhook fire --trust)")
-        return FireError("tls_untrusted", "the certificate chain does not lead to a root in the trust store")
-
-    def _verify_failure(self, text):
-        if "not correctly signed" in text:
-            return self._untrusted()
-        if "starts in the future" in text:
-            if time.gmtime()[0] < _YEAR_CLOCK_SET:
-                return FireError("tls_not_yet_valid", "the device clock is not set; set it before a verified fire")
-            return FireError("tls_not_yet_valid", "the server's certificate is not valid yet")
-        if "has expired" in text:
-            return FireError("tls_expired", "the server's certificate has expired")
-        if "CN" in text or "Common Name" in text:
-            return FireError("tls_hostname", "the server's certificate is not for this host name")
-        return FireError("tls_bad_certificate", "the server's certificate was rejected: " + text.split("\n")[0])
-
-
-def _short(e):
-    a = e.args
-    if len(a) > 1:
-        return str(a[1])[:60]
-    return e.__class__.__name__ + " " + str(a[0] if a else "")[:60]
+        # an exception from the handshake -> FireError with a stable code (loaded on failure only)
+        from kh.http import tlsfail
+        return tlsfail.classify(self, e)

@@ -1,0 +1,58 @@
+# How a failed TLS handshake reads: mbedTLS's exception (and what the verify callback saw) ->
+# FireError with a stable code and a message that says what to do. Imported only on failure.
+import time
+from micropython import const
+from kh.http.errors import FireError
+
+_M_CA = const(0)  # the modes of kh.http.tlspolicy.Check
+_M_PIN_CA = const(1)
+_ERR_CA_CHAIN_REQUIRED = const(-0x7680)
+_YEAR_CLOCK_SET = const(2024)
+
+
+def classify(chk, e):
+    # an exception from the handshake -> FireError with a stable code
+    if isinstance(e, FireError):
+        return e
+    if chk.pin_rejected:
+        return FireError("tls_pin_mismatch", "the server's certificate is not the pinned one")
+    text = str(e.args[0]) if e.args else ""
+    if isinstance(e, ValueError) and "certificate" in text:
+        return _verify_failure(chk, text)
+    code = e.args[0] if isinstance(e, OSError) and e.args else None
+    if code == _ERR_CA_CHAIN_REQUIRED:
+        return _untrusted(chk)
+    if isinstance(code, int) and 0 < code < 256:
+        return FireError("connect", "the connection broke during the TLS handshake (errno " + str(code) + ")")
+    return FireError("tls_handshake", "TLS handshake failed (" + _short(e) + "); is it a TLS server?")
+
+
+def _untrusted(chk):
+    if chk.mode == _M_PIN_CA:
+        return FireError("tls_pin_mismatch",
+                         "the chain does not lead to the pinned certificate (a pinned root needs the "
+                         "server to send its intermediate; pin the intermediate instead)")
+    if chk.mode == _M_CA and not (chk.trust and chk.trust.dir):
+        return FireError("tls_untrusted", "no trust store: add the server's root CA (keyhook fire --trust)")
+    return FireError("tls_untrusted", "the certificate chain does not lead to a root in the trust store")
+
+
+def _verify_failure(chk, text):
+    if "not correctly signed" in text:
+        return _untrusted(chk)
+    if "starts in the future" in text:
+        if time.gmtime()[0] < _YEAR_CLOCK_SET:
+            return FireError("tls_not_yet_valid", "the device clock is not set; set it before a verified fire")
+        return FireError("tls_not_yet_valid", "the server's certificate is not valid yet")
+    if "has expired" in text:
+        return FireError("tls_expired", "the server's certificate has expired")
+    if "CN" in text or "Common Name" in text:
+        return FireError("tls_hostname", "the server's certificate is not for this host name")
+    return FireError("tls_bad_certificate", "the server's certificate was rejected: " + text.split("\n")[0])
+
+
+def _short(e):
+    a = e.args
+    if len(a) > 1:
+        return str(a[1])[:60]
+    return e.__class__.__name__ + " " + str(a[0] if a else "")[:60]
