@@ -212,6 +212,9 @@ async def fire(definition, env):
     except MemoryError:
         out["error"] = "memory"
         out["message"] = "out of memory during the fire"
+    except Exception as e:  # a bug must not take the device's event loop down with it
+        out["error"] = "internal"
+        out["message"] = "internal error (" + e.__class__.__name__ + ")"
     out["sent"] = bool(info.get("sent")) or out["status"] is not None
     out["reused"] = bool(info.get("reused"))
     out["elapsed_ms"] = time.ticks_diff(time.ticks_ms(), t0)
