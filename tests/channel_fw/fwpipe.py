@@ -20,14 +20,14 @@ class FirmwarePipe:
     """One MicroPython process running the device's channel over a store directory."""
 
     def __init__(self, store: Path, code: str | None = "12345678", fake_clock: bool = True,
-                 heapsize: int | None = None) -> None:
+                 heapsize: int | None = None, firmware: Path | None = None) -> None:
         args = ["--store", str(store)]
         if code:
             args += ["--code", code]
         if fake_clock:
             args.append("--fake-clock")
         self.proc = subprocess.Popen(
-            mp.micropython_cmd(PIPE, args, heapsize), env=mp.micropython_env([MP_HELPERS]),
+            mp.micropython_cmd(PIPE, args, heapsize), env=mp.micropython_env([MP_HELPERS], firmware),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.messages: list[dict] = []   # app messages the device delivered
         self.closed: list[int] = []      # ERROR codes that closed a channel

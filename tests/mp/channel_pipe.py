@@ -23,7 +23,7 @@
 #                                            starts a new Channel, as a disconnect would)
 #        {"event": "state", "paired": [app ids], "failures": n, "locked": bool,
 #         "session": bool, "app_id": id or null, "window_open": bool, "setup_code": "...",
-#         "device_id": "..."}
+#         "device_id": "...", "mem_free": n, "mem_alloc": n}
 #        {"event": "ok", ...}                a control was applied ("code" for open_window,
 #                                            "removed" for remove)
 #        {"event": "error", "message": "..."}  a control was not understood
@@ -31,6 +31,7 @@
 #                                            read until it to stay in step
 # The device's console log goes to stderr. EOF on stdin ends the process with status 0.
 import asyncio
+import gc
 import json
 import sys
 
@@ -98,6 +99,7 @@ class Pipe:
         self.send(1, json.dumps(obj).encode())
 
     def state(self):
+        gc.collect()
         d = self.device
         ch = self.channel
         return {
@@ -110,6 +112,8 @@ class Pipe:
             "window_open": d.window_open(),
             "setup_code": d.setup_code(),
             "device_id": d.device_id,
+            "mem_free": gc.mem_free(),
+            "mem_alloc": gc.mem_alloc(),
         }
 
     def control(self, raw):

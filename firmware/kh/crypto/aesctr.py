@@ -22,10 +22,12 @@ class AesCtr:
         self._ecb = aes(key, _ECB)
         self._ks = bytearray(16 * _CHUNK)
 
-    # XOR data with the keystream of frame counter ctr; returns a new bytearray.
-    def xor(self, ctr, data):
+    # XOR data with the keystream of frame counter ctr into out (a writable buffer of at least
+    # len(data) bytes; it may be data itself), or into a new bytearray; returns it.
+    def xor(self, ctr, data, out=None):
         n = len(data)
-        out = bytearray(n)
+        if out is None:
+            out = bytearray(n)
         if n == 0:
             return out
         if ctr >> 64 or (n + 15) >> 4 >= 1 << 64:

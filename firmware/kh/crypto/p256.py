@@ -154,11 +154,22 @@ def _table(pt):
 _tables = {}
 
 
+def _pack(table):
+    # 15 affine points as one bytes object of 960 bytes: one long-lived allocation instead of
+    # 45 small ones scattered over the heap (which would leave no room for an 8 KiB frame)
+    out = bytearray(64 * 15)
+    for i in range(15):
+        x, y = table[i + 1]
+        out[64 * i : 64 * i + 32] = x.to_bytes(32, "big")
+        out[64 * i + 32 : 64 * i + 64] = y.to_bytes(32, "big")
+    return bytes(out)
+
+
 def fixed_table(name, pt):
-    # tables of fixed bases (G, M, N) are kept for the life of the process (about 2 KiB each)
+    # tables of fixed bases (G, M, N) are kept, packed, for the life of the process
     t = _tables.get(name)
     if t is None:
-        t = _table(pt)
+        t = _pack(_table(pt))
         _tables[name] = t
     return t
 
@@ -175,7 +186,12 @@ def _mul_tables(pairs):
         for k, t in pairs:
             d = (k >> shift) & 15
             if d:
-                x2, y2 = t[d]
+                if isinstance(t, bytes):
+                    o = 64 * d - 64
+                    x2 = int.from_bytes(t[o : o + 32], "big")
+                    y2 = int.from_bytes(t[o + 32 : o + 64], "big")
+                else:
+                    x2, y2 = t[d]
                 X, Y, Z = _madd(X, Y, Z, x2, y2)
     return _to_affine(X, Y, Z)
 

@@ -5,6 +5,7 @@ import json
 import os
 import time
 
+from kh.crypto import spake2
 from kh.session.pairings import Pairings
 from kh.session.ratelimit import RateLimit
 from kh.store import files
@@ -47,6 +48,8 @@ class Device:
         self._pairings = Pairings(self.root + "/pairings.json")
         self.limit = RateLimit(self._clock)
         self._window = None  # (one-time code, expiry in clock ms)
+        # the fixed-base tables now, while the heap is young, rather than in the first pairing
+        spake2.warm_up()
         if not self.paired():
             self._log("keyhook %s: not paired; setup code %s" % (self.device_id, self._code))
 

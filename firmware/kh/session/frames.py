@@ -32,6 +32,7 @@ class Direction:
         self._aes = AesCtr(k_enc)
         self._mac = Hmac(k_mac)
         self.ctr = 0
+        self._buf = None  # plaintext of received frames, reused (one 8 KiB allocation)
 
     def seal(self, payload):
         ctr = self.ctr
@@ -43,8 +44,8 @@ class Direction:
         self.ctr = ctr + 1
         return head + c + tag
 
-    # a DATA record -> the plaintext payload; ChannelError(bad_frame) on any mismatch, before
-    # anything is decrypted
+    # a DATA record -> the plaintext payload, a memoryview into a buffer that the next open()
+    # reuses; ChannelError(bad_frame) on any mismatch, before anything is decrypted
     def open(self, record, max_record=MAX_RECORD):
         n = len(record)
         if n < _MIN_FRAME or record[0] != DATA:
@@ -59,7 +60,12 @@ class Direction:
         if ctr != self.ctr:
             raise ChannelError(errors.BAD_FRAME, "frame out of sequence")
         self.ctr = ctr + 1
-        return self._aes.xor(ctr, mv[9 : n - _TAG])
+        m = n - _TAG - 9
+        if self._buf is None or len(self._buf) < m:
+            self._buf = bytearray(max(m, MAX_RECORD - _MIN_FRAME + 1))
+        out = memoryview(self._buf)[:m]
+        self._aes.xor(ctr, mv[9 : n - _TAG], out)
+        return out
 
 
 def _inflate(body, limit):
@@ -103,7 +109,7 @@ def decode_payload(p, limit=MAX_PAYLOAD):
     elif len(body) > limit:
         raise ChannelError(errors.TOO_LARGE, "payload over %d bytes" % limit)
     try:
-        msg = json.loads(bytes(body).decode("utf-8"))
+        msg = json.loads(str(body, "utf-8"))
     except MemoryError:
         raise
     except Exception:  # hostile input: ValueError, UnicodeError, and whatever json meets
