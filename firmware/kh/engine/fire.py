@@ -190,8 +190,11 @@ async def fire(definition, env):
         net = env.net
 
         async def post_form(url, body, level, pin):
+            # the level and pin are the OAuth layer's choice (same origin: the rule's, so the
+            # rule's allowInsecureRemote applies too; another origin: TlsWithCACheck)
             r = await _client.request(net, "POST", url, [("Accept", "application/json")], body,
-                                      "application/x-www-form-urlencoded", level, pin, p["timeout"])
+                                      "application/x-www-form-urlencoded", level, pin, p["timeout"],
+                                      p["allow_remote"])
             return r.status, r.body
 
         auth = await env.tokens.header(d, key, post_form) if p["auth_type"] != "None" else None

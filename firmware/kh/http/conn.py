@@ -2,6 +2,7 @@
 # wait polls the socket and yields to the scheduler (BLE keeps running), and every phase ends
 # at a deadline. Reads go through one preallocated buffer.
 import asyncio
+import errno
 from asyncio import core as _core
 import select
 import socket
@@ -14,7 +15,8 @@ _BUF = const(1024)
 _POLL_IN = select.POLLIN
 _POLL_OUT = select.POLLOUT
 _POLL_BAD = select.POLLERR | select.POLLHUP
-_EINPROGRESS = const(115)
+_EPIPE = const(32)  # not in MicroPython's errno; 32 on Linux and in newlib (ESP-IDF)
+_RESET = (errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, _EPIPE)
 _ERR_SSL_CONN_EOF = const(-0x7280)  # peer closed without close_notify
 _HS_SLICE_MS = const(20)
 _IPPROTO_TCP = const(6)  # same numbers on Linux and lwIP
@@ -160,9 +162,9 @@ class Conn:
 
 def _io_error(e, phase):
     code = e.args[0] if e.args else 0
-    if code in (104, 32):
+    if code in _RESET:
         return FireError("reset", "the server reset the connection while " + phase)
-    if code == 110:
+    if code == errno.ETIMEDOUT:
         return FireError("timeout", "time-out while " + phase)
     return FireError("io", "I/O error while " + phase + " (" + str(code) + ")")
 
@@ -182,7 +184,7 @@ async def open_tcp(family, ip, sockaddr, port, dl, key):
         try:
             s.connect(sockaddr)
         except OSError as e:
-            if not e.args or e.args[0] != _EINPROGRESS:
+            if not e.args or e.args[0] not in (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN):
                 raise FireError("connect", "cannot connect (errno " + str(e.args[0] if e.args else "?") + ")")
         ev = await c.wait(_POLL_OUT, dl, "connecting")
         if ev & _POLL_BAD:

@@ -49,7 +49,10 @@ def inet_pton(family, text):
         if ip is None:
             raise ValueError("ip")
         return ip
-    return socket.inet_pton(family, text)
+    pton = getattr(socket, "inet_pton", None)  # absent on some ports
+    if pton is None:
+        raise ValueError("ip")
+    return pton(family, text)
 
 
 def system(host, port):
