@@ -328,3 +328,32 @@ def test_bad_pb_point_is_not_a_guess(fw, keystore):
     pipe.drop()
     assert error_of(pipe.record(b"\x03" + bytes(97))[0])[0] == ERR["bad_record"]
     do_pair(pipe, keystore)
+
+
+def test_store_files_replaced_atomically_and_damage_handled(fw, keystore, tmp_path):
+    pipe = fw()
+    do_pair(pipe, keystore)
+    store = tmp_path / "store"
+    assert sorted(p.name for p in store.iterdir()) == ["device.json", "pairings.json"]  # no .tmp left
+    dev = json.loads((store / "device.json").read_text())
+    assert dev == {"device_id": pipe.state()["device_id"], "setup_code": CODE}
+    pipe.close()
+    # a damaged pairings file is not trusted: the device comes up unpaired, and only the
+    # setup code (on the label, so: physical access) pairs again
+    (store / "pairings.json").write_bytes(b'{"' + keystore.app_id.encode() + b'": {"pk": "zz')
+    pipe = fw()
+    assert pipe.state()["paired"] == []
+    do_pair(pipe, keystore)
+    assert pipe.state()["paired"] == [keystore.app_id]
+
+
+def test_factory_reset_forgets_pairings_keeps_code(fw, keystore):
+    pipe = fw()
+    do_pair(pipe, keystore)
+    before = pipe.state()
+    pipe.control({"factory_reset": True})
+    st = pipe.state()
+    assert st["paired"] == [] and (st["setup_code"], st["device_id"]) == (before["setup_code"], before["device_id"])
+    out, _ = pipe.record(b"\x10" + u8len(b"keyhook-app:" + keystore.app_id.encode()) + bytes(range(32)))
+    assert error_of(out)[0] == ERR["not_paired"]
+    do_pair(pipe, keystore)
