@@ -112,6 +112,9 @@ asyncio.run(main())
 # Rules are read one at a time from files, as the device reads them from flash.
 HEAP = r"""
 import sys, json, gc, asyncio
+for m in ("kh.http.client", "kh.engine.fire", "kh.oauth.tokens"):  # as main.py would: collect between imports
+    __import__(m)
+    gc.collect()
 from kh.engine.fire import Env, fire
 n = int(sys.argv[2])
 env = Env(trust_dir=sys.argv[3], state_dir=sys.argv[4], pool_size=1)
@@ -149,9 +152,10 @@ print(json.dumps({"ok": True}))
 # Only the imports a fire of every level and OAuth needs, and the environment object.
 HEAP_IMPORTS = r"""
 import sys, json, gc
+for m in ("kh.http.client", "kh.engine.fire", "kh.oauth.tokens", "kh.http.tlsfail", "kh.oauth.grant"):
+    __import__(m)
+    gc.collect()
 from kh.engine.fire import Env, fire
-from kh.http import tlsfail, der, trust
-from kh.oauth import tokens, grant
 env = Env(trust_dir=sys.argv[3], state_dir=sys.argv[4], pool_size=1)
 print(json.dumps({"ok": True}))
 """

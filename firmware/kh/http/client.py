@@ -1,7 +1,7 @@
 # The HTTP/1.1 client: one request under one security level. Resolve, refuse insecure levels to
 # remote addresses, connect, verify, and only then write; read the response; keep the connection
 # for the next request to the same origin and level (bounded pool). Never follows redirects.
-import time
+import gc
 from micropython import const
 from kh.http.errors import FireError
 from kh.http import url as _url
@@ -94,20 +94,25 @@ async def _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remo
     while True:
         c = await _conn.open_tcp(family, ip, sa, port, _conn.deadline(timeout_ms), key)
         try:
-            ctx = check.context(retry_hash)
-            await _conn.start_tls(c, ctx, sni, check, _conn.deadline(timeout_ms))
+            await _conn.start_tls(c, check.context(retry_hash), sni, check, _conn.deadline(timeout_ms))
             return c
         except FireError as e:
-            c.close()
-            tries += 1
-            if e.code == "tls_untrusted" and tries == 1:
-                retry_hash = check.retry_hash()
-                if retry_hash:
-                    continue
-            raise
+            err = e
         except BaseException:
             c.close()
             raise
+        c.close()
+        c = None
+        tries += 1
+        if err.code == "tls_untrusted" and tries == 1:
+            retry_hash = check.retry_hash()
+            if retry_hash:
+                # first contact with this origin: now the root is known. Free the refused
+                # connection's TLS context before making the next one.
+                err = None
+                gc.collect()
+                continue
+        raise err
 
 
 async def _exchange(net, c, method, req, timeout_ms, info, r):
@@ -134,7 +139,6 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
     info["reused"] = False
     scheme, host, port, target, hh = _url.parse(url)
     check_level(scheme, level)
-    req = build(method, target, hh, headers, body, content_type)
     key = (scheme, host, port, level, pin)
     c = net.pool.take(key)
     if c is not None and c.idle_dead():
@@ -142,6 +146,7 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
         c = None
     if c is not None:
         info["reused"] = True
+        req = build(method, target, hh, headers, body, content_type)
         r = _resp.Response()
         try:
             await _exchange(net, c, method, req, timeout_ms, info, r)
@@ -157,6 +162,7 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
         else:
             return _finish(net, c, r, info)
     c = await _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remote)
+    req = build(method, target, hh, headers, body, content_type)  # after the TLS context: less fragmentation
     r = _resp.Response()
     try:
         await _exchange(net, c, method, req, timeout_ms, info, r)

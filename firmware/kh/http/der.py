@@ -57,7 +57,7 @@ _BASIC_CONSTRAINTS = b"\x06\x03\x55\x1d\x13"
 
 def is_ca(cert):
     # basicConstraints cA = TRUE
-    b = bytes(cert)
+    b = cert if isinstance(cert, bytes) else bytes(cert)
     i = b.find(_BASIC_CONSTRAINTS)
     if i < 0:
         return False
@@ -78,14 +78,18 @@ def pin_der(text):
     # PEM (one certificate) or base64 DER -> DER bytes; FireError("invalid_definition") if neither
     if not isinstance(text, str) or not text.strip():
         raise FireError("invalid_definition", "pinnedCertificate is required with TlsPinnedCertificate")
-    s = text.strip()
-    if s.startswith("-----BEGIN"):
-        a = s.find("-----BEGIN CERTIFICATE-----")
-        b = s.find("-----END CERTIFICATE-----")
-        if a != 0 or b < 0:
+    # one slice, no copies per line: a2b_base64 skips the line breaks itself
+    s = text
+    a = s.find("-----BEGIN CERTIFICATE-----")
+    if a >= 0:
+        b = s.find("-----END CERTIFICATE-----", a)
+        if b < 0 or s[:a].strip():
             raise FireError("invalid_definition", "pinnedCertificate: expected one PEM CERTIFICATE block")
-        s = s[27:b]
-    s = s.replace("\\n", "").replace("\n", "").replace("\r", "").replace(" ", "")
+        s = s[a + 27:b]
+    elif s.lstrip().startswith("-----"):
+        raise FireError("invalid_definition", "pinnedCertificate: expected one PEM CERTIFICATE block")
+    if "\\" in s:  # line breaks escaped twice by some JSON producers
+        s = s.replace("\\n", "").replace("\\r", "")
     try:
         der = binascii.a2b_base64(s)
         tag, _, end = tlv(der, 0)
