@@ -1,8 +1,9 @@
 # NIST P-256 over big integers: Jacobian coordinates (a = -3), 4-bit fixed windows, cached
 # tables for fixed bases, SEC1 uncompressed encoding. Points outside this module are affine
 # tuples (x, y), or None for the identity.
-# Big-integer arithmetic is not constant time; the scalars here are ephemeral or derived from
-# a code that the rate limit protects, and the radio link adds far more jitter than they leak.
+# Big-integer arithmetic is not constant time. The windows do the same additions whatever the
+# digits (a zero digit adds to a discarded point); what is left to leak is the operands' sizes,
+# under the radio link's jitter.
 
 P = 0xFFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF
 N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -185,14 +186,19 @@ def _mul_tables(pairs):
             X, Y, Z = _dbl(X, Y, Z)
         for k, t in pairs:
             d = (k >> shift) & 15
+            # a zero digit still costs an addition (to a discarded point), so that the time of
+            # a multiplication does not tell how many zero digits the scalar has
+            e = d or 1
+            if isinstance(t, bytes):
+                o = 64 * e - 64
+                x2 = int.from_bytes(t[o : o + 32], "big")
+                y2 = int.from_bytes(t[o + 32 : o + 64], "big")
+            else:
+                x2, y2 = t[e]
             if d:
-                if isinstance(t, bytes):
-                    o = 64 * d - 64
-                    x2 = int.from_bytes(t[o : o + 32], "big")
-                    y2 = int.from_bytes(t[o + 32 : o + 64], "big")
-                else:
-                    x2, y2 = t[d]
                 X, Y, Z = _madd(X, Y, Z, x2, y2)
+            elif Z != 0:
+                _madd(X, Y, Z, x2, y2)
     return _to_affine(X, Y, Z)
 
 
