@@ -27,6 +27,12 @@ class Pool:
                 return c
         return None
 
+    def make_room(self):
+        # before a new connection is opened: never hold more than size connections at once
+        # (on the ESP32 each TLS connection takes ~20 KiB beside BLE)
+        while self.conns and len(self.conns) >= self.size:
+            self.conns.pop(0).close()
+
     def put(self, c):
         if self.size <= 0:
             c.close()
@@ -161,6 +167,7 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
             info["resent"] = True
         else:
             return _finish(net, c, r, info)
+    net.pool.make_room()
     c = await _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remote)
     req = build(method, target, hh, headers, body, content_type)  # after the TLS context: less fragmentation
     r = _resp.Response()
