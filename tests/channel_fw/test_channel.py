@@ -357,3 +357,49 @@ def test_factory_reset_forgets_pairings_keeps_code(fw, keystore):
     out, _ = pipe.record(b"\x10" + u8len(b"keyhook-app:" + keystore.app_id.encode()) + bytes(range(32)))
     assert error_of(out)[0] == ERR["not_paired"]
     do_pair(pipe, keystore)
+
+
+def test_records_as_memoryviews_of_a_reused_buffer(micropython, tmp_path):
+    # the GATT layer may hand records over as memoryviews of its reassembly buffer, which it
+    # then overwrites: the channel must copy what it keeps
+    got = micropython.json("""
+    import asyncio, json
+    from hashlib import sha256
+    from kh.crypto import spake2, x25519
+    from kh.crypto.hmac import hkdf, hmac_sha256
+    from kh.session import frames
+    from kh.session.channel import Channel, derive_w, u8len
+    from kh.session.device import Device
+    buf = bytearray(9000)
+    def feed(ch, rec):
+        buf[:len(rec)] = rec
+        r = asyncio.run(ch.receive(memoryview(buf)[:len(rec)]))
+        for i in range(len(buf)):
+            buf[i] = 0xEE
+        return r
+    dev = Device(ROOT, log=lambda s: None)
+    dev.set_setup_code("12345678")
+    B = b"keyhook-app:" + b"c" * 32
+    ch = Channel(dev)
+    r, _ = feed(ch, b"\\x01" + u8len(B))
+    app = spake2.Spake2("B", derive_w("12345678", dev.identity, B), dev.identity, B, b"keyhook-pair-v1")
+    ke, cb, ca = app.finish(r[0][2 + r[0][1]:])
+    r, _ = feed(ch, b"\\x03" + app.share + cb)
+    ok_pair = r[0] == b"\\x04" + ca
+    sk, ea = x25519.keypair()
+    r, _ = feed(ch, b"\\x10" + u8len(B) + ea)
+    n = r[0][1]
+    ed = r[0][2 + n:2 + n + 32]
+    th = sha256(b"keyhook-session-v1" + u8len(dev.identity) + u8len(B) + ea + ed).digest()
+    pk = dev.pairing_key("c" * 32)
+    okm = hkdf(th, x25519.x25519(sk, ed) + pk, b"keyhook-session-keys-v1", 128)
+    r, _ = feed(ch, b"\\x12" + hmac_sha256(pk, b"app", th))
+    tx = frames.Direction(okm[0:32], okm[32:64])
+    msgs = []
+    for i in range(3):
+        r, m = feed(ch, tx.seal(frames.encode_payload({"id": i, "v": "x" * (100 * i)})))
+        msgs.append(m)
+    print(json.dumps({"pair": ok_pair, "app": ch.app_id, "msgs": msgs}))
+    """.replace("ROOT", repr(str(tmp_path / "mvstore"))))
+    assert got["pair"] and got["app"] == "c" * 32
+    assert got["msgs"] == [{"id": i, "v": "x" * (100 * i)} for i in range(3)]
