@@ -179,6 +179,7 @@ def test_connection_dropped_on_reuse_is_resent_once(servers, batch):
     d = _http(rx)
     res = batch.run([job("1", d, env="shared"), job("2", d, env="shared")])
     assert [r["status"] for r in res] == [200, 200]
+    assert res[1].get("resent") is True and res[1]["reused"] is False
     rx.settle()
     assert [len(c.requests) for c in rx.connections] == [2, 1]
 

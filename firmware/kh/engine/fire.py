@@ -1,7 +1,7 @@
 # Fire one webhook definition (spec/webhook-definition.md) under its security level and
 # authentication, and say what happened. The result never holds a token, header value or body:
 #   {"sent": bool, "status": int|None, "error": code|None, "message": str, "elapsed_ms": int,
-#    "reused": bool, "body_bytes": int, "retried_401": bool}
+#    "reused": bool, "body_bytes": int, "retried_401": bool[, "resent": true]}
 import json
 import time
 import hashlib
@@ -220,6 +220,8 @@ async def fire(definition, env):
         out["message"] = "internal error (" + e.__class__.__name__ + ")"
     out["sent"] = bool(info.get("sent")) or out["status"] is not None
     out["reused"] = bool(info.get("reused"))
+    if info.get("resent"):
+        out["resent"] = True  # the kept connection had died unseen; sent again on a new one
     out["elapsed_ms"] = time.ticks_diff(time.ticks_ms(), t0)
     return out
 

@@ -165,6 +165,9 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
             c = None
             info["reused"] = False
             info["resent"] = True
+        except BaseException:
+            c.close()
+            raise
         else:
             return _finish(net, c, r, info)
     net.pool.make_room()

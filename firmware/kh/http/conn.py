@@ -1,6 +1,7 @@
 # One HTTP connection (plain TCP or TLS) on a non-blocking socket, driven from asyncio: every
-# wait polls the socket and yields to the scheduler (BLE keeps running), and every phase ends
-# at a deadline. Reads go through one preallocated buffer.
+# wait parks the task in asyncio's I/O queue (other tasks, BLE's among them, run meanwhile) and
+# ends at the phase's deadline. What cannot be split is mbedTLS's own work inside one call (the
+# handshake's public-key operations). Reads go through one preallocated buffer.
 import asyncio
 import errno
 from asyncio import core as _core
