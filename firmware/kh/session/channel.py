@@ -210,7 +210,7 @@ class Channel:
         if not ct.equal(self._mac_a, record[1:33]):
             raise ChannelError(errors.AUTH_FAILED, "session authentication failed")
         okm = self._keys
-        self._rx = frames.Direction(okm[0:32], okm[32:64])
+        self._rx = frames.Direction(okm[0:32], okm[32:64], self.device.frame_buf)
         self._tx = frames.Direction(okm[64:96], okm[96:128])
         self._keys = None
         self._mac_a = None

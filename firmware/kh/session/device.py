@@ -6,6 +6,7 @@ import os
 import time
 
 from kh.crypto import spake2
+from kh.session import frames
 from kh.session.pairings import Pairings
 from kh.session.ratelimit import RateLimit
 from kh.store import files
@@ -48,8 +49,10 @@ class Device:
         self._pairings = Pairings(self.root + "/pairings.json")
         self.limit = RateLimit(self._clock)
         self._window = None  # (one-time code, expiry in clock ms)
-        # the fixed-base tables now, while the heap is young, rather than in the first pairing
+        # the fixed-base tables and the buffer received frames are decrypted into, now, while
+        # the heap is young, rather than in the first pairing or session
         spake2.warm_up()
+        self.frame_buf = bytearray(frames.MAX_RECORD)
         if not self.paired():
             self._log("keyhook %s: not paired; setup code %s" % (self.device_id, self._code))
 

@@ -28,11 +28,13 @@ _CTR_LIMIT = 1 << 64
 
 class Direction:
     # one direction of a session: its keys and its counter
-    def __init__(self, k_enc, k_mac):
+    # buf: where received frames are decrypted, reused frame after frame (the device keeps one
+    # from boot, so that no 8 KiB allocation has to succeed in a fragmented heap later)
+    def __init__(self, k_enc, k_mac, buf=None):
         self._aes = AesCtr(k_enc)
         self._mac = Hmac(k_mac)
         self.ctr = 0
-        self._buf = None  # plaintext of received frames, reused (one 8 KiB allocation)
+        self._buf = buf
 
     def seal(self, payload):
         ctr = self.ctr
@@ -109,7 +111,8 @@ def decode_payload(p, limit=MAX_PAYLOAD):
     elif len(body) > limit:
         raise ChannelError(errors.TOO_LARGE, "payload over %d bytes" % limit)
     try:
-        msg = json.loads(str(body, "utf-8"))
+        # json reads the buffer in place and checks the UTF-8 of every string it makes
+        msg = json.loads(body)
     except MemoryError:
         raise
     except Exception:  # hostile input: ValueError, UnicodeError, and whatever json meets

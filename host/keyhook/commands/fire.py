@@ -131,6 +131,8 @@ def fire(file: Path, trust: tuple[str, ...], state: Path | None, resolve: tuple[
     definition = _read_definition(file)
     [result] = run_fire(definition, trust=trust, state=state, resolve=resolve,
                         public_roots=not no_public_roots)[-1:]
-    click.echo(json.dumps(result))
+    first = ("sent", "status", "error", "message", "elapsed_ms")
+    ordered = {k: result[k] for k in first if k in result} | {k: v for k, v in result.items() if k not in first}
+    click.echo(json.dumps(ordered))
     if result.get("status") is None:
         sys.exit(1)  # click's Exit would be swallowed in keyhook's non-standalone main
