@@ -40,11 +40,16 @@ class Direction:
         ctr = self.ctr
         if ctr >= _CTR_LIMIT - 1:
             raise ChannelError(errors.INTERNAL, "counter exhausted")
-        head = bytes((DATA,)) + ctr.to_bytes(8, "big")
-        c = self._aes.xor(ctr, payload)
-        tag = self._mac.digest(head, c)
+        # one allocation: type, counter, ciphertext and tag written in place
+        n = len(payload)
+        rec = bytearray(9 + n + _TAG)
+        rec[0] = DATA
+        rec[1:9] = ctr.to_bytes(8, "big")
+        mv = memoryview(rec)
+        self._aes.xor(ctr, payload, mv[9 : 9 + n])
+        rec[9 + n :] = self._mac.digest(mv[: 9 + n])
         self.ctr = ctr + 1
-        return head + c + tag
+        return rec
 
     # a DATA record -> the plaintext payload, a memoryview into a buffer that the next open()
     # reuses; ChannelError(bad_frame) on any mismatch, before anything is decrypted
