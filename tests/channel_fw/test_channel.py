@@ -403,3 +403,36 @@ def test_records_as_memoryviews_of_a_reused_buffer(micropython, tmp_path):
     """.replace("ROOT", repr(str(tmp_path / "mvstore"))))
     assert got["pair"] and got["app"] == "c" * 32
     assert got["msgs"] == [{"id": i, "v": "x" * (100 * i)} for i in range(3)]
+
+
+def test_overlapping_attempts_cannot_share_a_delay(micropython, tmp_path):
+    # two connections start pairing; the first guesses wrong: the second's PAIR_B is refused by
+    # the rate limit instead of being a second guess inside the delay
+    got = micropython.json("""
+    import asyncio, json
+    from kh.crypto import spake2
+    from kh.session.channel import Channel, derive_w, u8len
+    from kh.session.device import Device
+    clock = [0]
+    dev = Device(ROOT, clock_ms=lambda: clock[0], log=lambda s: None)
+    dev.set_setup_code("12345678")
+    B1 = b"keyhook-app:" + b"1" * 32
+    B2 = b"keyhook-app:" + b"2" * 32
+    def start(B, code):
+        ch = Channel(dev)
+        r, _ = asyncio.run(ch.receive(b"\\x01" + u8len(B)))
+        app = spake2.Spake2("B", derive_w(code, dev.identity, B), dev.identity, B, b"keyhook-pair-v1")
+        ke, cb, ca = app.finish(r[0][2 + r[0][1]:])
+        return ch, b"\\x03" + app.share + cb
+    ch1, pb1 = start(B1, "00000000")
+    ch2, pb2 = start(B2, "12345678")
+    r1, _ = asyncio.run(ch1.receive(pb1))
+    r2, _ = asyncio.run(ch2.receive(pb2))
+    clock[0] += 1000
+    ch3, pb3 = start(B2, "12345678")
+    r3, _ = asyncio.run(ch3.receive(pb3))
+    print(json.dumps({"r1": r1[0][1], "r2": r2[0][1], "retry": r2[0][3], "r3": r3[0][0],
+                      "paired": dev.pairings()}))
+    """.replace("ROOT", repr(str(tmp_path / "overlap"))))
+    assert (got["r1"], got["r2"], got["retry"]) == (3, 4, 1)  # wrong_code, then rate_limited 1 s
+    assert got["r3"] == 0x04 and got["paired"] == ["2" * 32]
