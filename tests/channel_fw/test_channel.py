@@ -436,3 +436,14 @@ def test_overlapping_attempts_cannot_share_a_delay(micropython, tmp_path):
     """.replace("ROOT", repr(str(tmp_path / "overlap"))))
     assert (got["r1"], got["r2"], got["retry"]) == (3, 4, 1)  # wrong_code, then rate_limited 1 s
     assert got["r3"] == 0x04 and got["paired"] == ["2" * 32]
+
+
+def test_lost_identity_drops_pairings_made_under_it(fw, keystore, tmp_path):
+    pipe = fw()
+    do_pair(pipe, keystore)
+    pipe.close()
+    (tmp_path / "store" / "device.json").write_bytes(b"{not json")
+    pipe = fw()
+    st = pipe.state()
+    assert st["paired"] == [] and st["device_id"] != keystore.list()[0].device_id
+    do_pair(pipe, keystore)  # the setup code (--code) pairs again

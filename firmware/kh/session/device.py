@@ -40,13 +40,18 @@ class Device:
                     ident = None
             except (ValueError, AttributeError):
                 ident = None
-        if ident is None:
+        fresh = ident is None
+        if fresh:
             ident = {"device_id": os.urandom(6).hex(), "setup_code": _new_code()}
             files.write_atomic(self._ident_path, json.dumps(ident).encode())
         self.device_id = ident["device_id"]
         self._code = ident["setup_code"]
         self.identity = _ID_PREFIX + self.device_id.encode()
         self._pairings = Pairings(self.root + "/pairings.json")
+        if fresh and len(self._pairings):
+            # pairings made under a lost identity can never open a session: drop them, so that
+            # the setup code pairs again instead of the device refusing everyone
+            self._pairings.clear()
         self.limit = RateLimit(self._clock)
         self._window = None  # (one-time code, expiry in clock ms)
         # the fixed-base tables and the buffer received frames are decrypted into, now, while
