@@ -16,7 +16,10 @@ class Pairings:
             try:
                 data = json.loads(raw)
                 for app_id, rec in data.items():
-                    self._items[app_id] = (unhexlify(rec["pk"]), bool(rec.get("admin")))
+                    pk = unhexlify(rec["pk"])
+                    if len(pk) != 32:
+                        raise ValueError("pairing key length")
+                    self._items[app_id] = (pk, bool(rec.get("admin")))
             except (ValueError, KeyError, TypeError, AttributeError):
                 # a damaged file cannot be trusted: start unpaired (the setup code works again)
                 self._items = {}
