@@ -50,3 +50,22 @@ def test_resolved_name_is_judged_not_the_text(servers, batch):
     rx.settle()
     assert r["status"] == 200
     assert rx.requests[0].header("Host") == f"looks-public.test:{rx.port}"
+
+
+def test_env_carries_its_own_resolver(micropython):
+    out = micropython.json("""
+        import asyncio, json
+        from kh.engine.fire import Env, fire
+        from kh.http import resolve
+        asked = []
+        def answer(host, port):
+            asked.append(host)
+            return [resolve.literal("203.0.113.7", port)]
+        def guard(family, ip, port):
+            raise AssertionError("connect attempted")
+        resolve.set_connect_guard(guard)
+        r = asyncio.run(fire({"method": "Get", "url": "http://env-resolver.test/x", "securityLevel": "AllowHttp"},
+                             Env(resolver=answer)))
+        print(json.dumps({"error": r["error"], "asked": asked}))
+    """)
+    assert out == {"error": "insecure_remote", "asked": ["env-resolver.test"]}

@@ -22,9 +22,13 @@ _AUTH_TYPES = ("None", "OAuth2IssuedAccessToken", "OAuth2IssuedRefreshToken")
 
 class Env:
     # what a fire needs from the device: trust store, keep-alive pool, token handling
-    def __init__(self, trust_dir=None, state_dir=None, pool_size=1, tokens=None, max_body=_client.MAX_BODY):
+    # trust_dir: the DER roots (kh.http.trust); state_dir: token cache and CA hints (None: RAM);
+    # tokens: a kh.oauth.tokens.Tokens (made on first use if None); resolver: fn(host, port) ->
+    # [(family, ip, sockaddr)] (None: kh.http.resolve's hook, else DNS)
+    def __init__(self, trust_dir=None, state_dir=None, pool_size=1, tokens=None, max_body=_client.MAX_BODY,
+                 resolver=None):
         self.state_dir = state_dir
-        self.net = _client.Net(Trust(trust_dir, state_dir), _client.Pool(pool_size), max_body)
+        self.net = _client.Net(Trust(trust_dir, state_dir), _client.Pool(pool_size), max_body, resolver)
         self._tokens = tokens  # made on the first rule that authenticates
 
     @property

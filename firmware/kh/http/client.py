@@ -48,8 +48,9 @@ class Pool:
 
 class Net:
     # what a request needs from the device: trust store, pool, body buffer, limits
-    def __init__(self, trust=None, pool=None, max_body=MAX_BODY):
+    def __init__(self, trust=None, pool=None, max_body=MAX_BODY, resolver=None):
         self.trust = trust
+        self.resolver = resolver  # fn(host, port) -> [(family, ip, sockaddr)], None: kh.http.resolve
         self.pool = pool if pool is not None else Pool(1)
         self.prefix = bytearray(max_body)
 
@@ -86,7 +87,7 @@ def build(method, target, host_header, headers, body, content_type):
 
 
 async def _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remote):
-    family, ip, sa = _resolve.resolve(host, port)
+    family, ip, sa = _resolve.resolve(host, port, net.resolver)
     if level in (_tls.SELF_SIGNED, _tls.HTTP) and not allow_remote and not _resolve.is_local(family, ip):
         raise FireError("insecure_remote",
                         level + " is only allowed to loopback, link-local or private addresses; "

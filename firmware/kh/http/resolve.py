@@ -63,8 +63,9 @@ def system(host, port):
     return out
 
 
-def resolve(host, port):
-    fn = _hook or system
+def resolve(host, port, fn=None):
+    # fn: a resolver for this call (the device's Env may carry one); else the hook, else DNS
+    fn = fn or _hook or system
     try:
         res = fn(host, port)
     except FireError:
