@@ -70,6 +70,8 @@ class Device:
             raise ValueError("setup code is 8 decimal digits")
         files.write_atomic(self._ident_path, json.dumps({"device_id": self.device_id, "setup_code": code}).encode())
         self._code = code
+        if not self.paired():
+            self._log("keyhook %s: not paired; setup code %s" % (self.device_id, code))
 
     def paired(self):
         return len(self._pairings) > 0
