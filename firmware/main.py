@@ -113,7 +113,12 @@ class Keyhook:
             await self.gatt.send(r)
         if msg is not None:
             response = await self.commands.handle(ch.app_id, msg)
-            await self.gatt.send(ch.seal(response))
+            try:
+                sealed = ch.seal(response)
+            except ValueError:  # larger than one message (MAX_PAYLOAD)
+                sealed = ch.seal({"id": response.get("id"), "ok": False, "error": "too_large",
+                                  "message": "the answer does not fit one message; ask for less"})
+            await self.gatt.send(sealed)
         if ch.closed or self._end:
             self._end = False
             self.gatt.disconnect()
