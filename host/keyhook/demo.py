@@ -111,6 +111,8 @@ def sample_rules(stage: Stage) -> list[Rule]:
 
     add("CA-checked HTTPS", "https", on(https), securityLevel="TlsWithCACheck",
         additionalHttpHeaders={"X-Api-Key": "demo-key"})
+    add("CA-checked HTTPS, again", "https", on(https), securityLevel="TlsWithCACheck",
+        additionalHttpHeaders={"X-Api-Key": "demo-key"})
     add("Pinned intermediate CA", "https", on(https), securityLevel="TlsPinnedCertificate",
         pinnedCertificate=pki.intermediate.pem)
     add("Pinned leaf (self-signed device)", "self-signed", on(selfsigned), securityLevel="TlsPinnedCertificate",
