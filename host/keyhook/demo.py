@@ -6,12 +6,13 @@ port (the same code that runs on the ESP32). One rule per security level and per
 authentication mode fires, plus rules the device must refuse; the table shows what the device
 reported and what each server actually received (header names only: values are secrets).
 
-The steps are separate functions so a later demo can swap the firer for a simulated BLE
-device (push the same rules over the link, trigger them, read the results):
+By default the rules travel to a simulated device over BLE (`keyhook.demo_ble`): onboarding
+with the setup code, one atomic push, a trigger per rule. `--engine` fires them with the engine
+alone, as `keyhook fire` does. The steps are separate functions:
 
     with Stage() as stage:
         rules = sample_rules(stage)
-        results = fire_on_unix_port(stage, rules)
+        results = fire_over_ble(stage, rules, console)   # or fire_on_unix_port(stage, rules)
         print_table(stage, rules, results)
 """
 
@@ -129,16 +130,12 @@ def sample_rules(stage: Stage) -> list[Rule]:
     add("Wrong pin (sibling leaf)", "https", on(https), "tls_pin_mismatch", securityLevel="TlsPinnedCertificate",
         pinnedCertificate=pki.sibling.pem)
     add("CA check vs self-signed server", "self-signed", on(selfsigned), "tls_untrusted", securityLevel="TlsWithCACheck")
-    add("Plain HTTP to a public address", "", lambda m: f"http://api.example.test/hook/{m}", "insecure_remote",
+    # A public (TEST-NET-3) literal: the device refuses it before it connects, so no packet is sent.
+    add("Plain HTTP to a public address", "", lambda m: f"http://203.0.113.7/hook/{m}", "insecure_remote",
         securityLevel="AllowHttp")
     add("Malformed pin", "", on(https), "invalid_definition", securityLevel="TlsPinnedCertificate",
         pinnedCertificate="-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----")
     return rules
-
-
-# The test name above resolves to a TEST-NET address that no packet is ever sent to: the
-# engine refuses AllowHttp to a public address before it connects.
-DEMO_RESOLVE = ["api.example.test:203.0.113.7"]
 
 
 def fire_on_unix_port(stage: Stage, rules: list[Rule]) -> list[dict]:
@@ -146,8 +143,7 @@ def fire_on_unix_port(stage: Stage, rules: list[Rule]) -> list[dict]:
     from keyhook.commands.fire import run_fire
 
     trust = [str(stage.pki.root.cert_path)]
-    return run_fire([r.webhook for r in rules], trust=trust, state=stage.state_dir, resolve=DEMO_RESOLVE,
-                    public_roots=False)
+    return run_fire([r.webhook for r in rules], trust=trust, state=stage.state_dir, public_roots=False)
 
 
 def received_by(stage: Stage, rule: Rule) -> str:
@@ -188,7 +184,8 @@ def print_table(stage: Stage, rules: list[Rule], results: list[dict], console: C
         got = "accepted" if res.get("status") is not None else res.get("error")
         ok = got == rule.expect
         all_ok &= ok
-        reported = f"HTTP {res['status']}" if res.get("status") is not None else f"[red]{res['error']}[/red]\n{res['message']}"
+        reported = (f"HTTP {res['status']}" if res.get("status") is not None
+                    else f"[red]{res['error']}[/red]\n{res.get('message', '')}")
         if res.get("reused"):
             reported += " (kept-alive)"
         if res.get("retried_401"):
@@ -197,20 +194,33 @@ def print_table(stage: Stage, rules: list[Rule], results: list[dict], console: C
                       str(res.get("elapsed_ms")), received_by(stage, rule),
                       "[green]yes[/green]" if ok else f"[red]NO, expected {rule.expect}[/red]")
     console.print(table)
-    oauth_files = sorted(p.name for p in stage.state_dir.iterdir()) if stage.state_dir else []
-    console.print(f"device state after the run: {', '.join(oauth_files) or 'empty'} "
-                  "(token cache and rotated refresh token, stored atomically)")
+    state = sorted(p.name for p in stage.state_dir.iterdir()) if stage.state_dir else []
+    if state:
+        console.print(f"engine state after the run: {', '.join(state)} "
+                      "(token cache and rotated refresh token, stored atomically)")
     return all_ok
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Default: the whole device over BLE. `--engine`: the engine alone, as `keyhook fire` runs it."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    engine_only = "--engine" in args
     console = Console()
     if not console.is_terminal and console.width < 160:
         console = Console(width=160)
     with Stage() as stage:
         rules = sample_rules(stage)
-        console.print(f"firing {len(rules)} rules through firmware/kh/engine under the MicroPython unix port ...")
-        results = fire_on_unix_port(stage, rules)
+        if engine_only:
+            console.print(f"firing {len(rules)} rules through firmware/kh/engine under the MicroPython unix port ...")
+            results = fire_on_unix_port(stage, rules)
+        else:
+            from keyhook.demo_ble import fire_over_ble
+
+            console.print(f"{len(rules)} sample rules go to a simulated device (the real firmware, radio simulated) "
+                          "over BLE ...")
+            results = fire_over_ble(stage, rules, console)
         ok = print_table(stage, rules, results, console)
     if not ok:
         console.print("[red]some rules did not behave as expected[/red]")

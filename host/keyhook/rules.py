@@ -67,8 +67,8 @@ def pin_to_der(pin: str) -> bytes:
     if "-----BEGIN" in text:
         try:
             return x509.load_pem_x509_certificate(text.encode()).public_bytes(Encoding.DER)
-        except ValueError as e:
-            raise ValueError(f"not a PEM certificate ({e})") from None
+        except ValueError:
+            raise ValueError("the PEM block is not a readable certificate (damaged base64 or not X.509)") from None
     try:
         der = base64.b64decode(re.sub(r"\s+", "", text), validate=True)
         x509.load_der_x509_certificate(der)
