@@ -125,6 +125,8 @@ def normalise(webhook: dict, events: tuple[str, ...] | list[str] | None = None) 
         raise fail("definition.url", f"malformed ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise fail("definition.url", f"{url!r} is not an http:// or https:// URL with a host")
+    if any(c.isspace() for c in url) or port == 0:
+        raise fail("definition.url", "spaces and port 0 are not allowed", hint="percent-encode spaces as %20")
     out_def["url"] = url
 
     level = d.get("securityLevel", "TlsWithCACheck")

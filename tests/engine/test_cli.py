@@ -86,3 +86,23 @@ def test_invalid_definition_is_a_result_not_a_crash(tmp_path):
     assert p.returncode == 1
     out = json.loads(p.stdout)
     assert out["error"] == "invalid_definition" and "securityLevel" in out["message"]
+
+
+def test_refresh_token_without_state_warns_and_state_dir_is_private(tmp_path):
+    import json as _json
+    import stat
+    import subprocess as _sp
+    import sys as _sys
+
+    f = tmp_path / "hook.json"
+    f.write_text(_json.dumps({"method": "Get", "url": "http://127.0.0.1:9/x", "securityLevel": "AllowHttp",
+                              "authentication": {"apiAuthenticationType": "OAuth2IssuedRefreshToken",
+                                                 "refreshToken": "r-1", "tokenEndpoint": "http://127.0.0.1:9/t"}}))
+    p = _sp.run([_sys.executable, "-m", "keyhook", "fire", str(f)], capture_output=True, text=True, timeout=60)
+    assert "without --state DIR a rotated refresh token is lost" in p.stderr
+    assert "r-1" not in p.stdout + p.stderr
+    state = tmp_path / "state"
+    p = _sp.run([_sys.executable, "-m", "keyhook", "fire", str(f), "--state", str(state)], capture_output=True,
+                text=True, timeout=60)
+    assert "without --state" not in p.stderr
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700

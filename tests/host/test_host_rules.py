@@ -44,6 +44,8 @@ def test_sample_is_normalised():
     ("method", "FETCH", "definition.method"),
     ("url", "ftp://x/y", "definition.url"),
     ("url", "https://[::1/x", "definition.url"),
+    ("url", "https://h.example/a b", "definition.url"),
+    ("url", "https://h.example:0/x", "definition.url"),
     ("securityLevel", "TlsMaybe", "definition.securityLevel"),
     ("timeout", -5, "definition.timeout"),
     ("additionalHttpHeaders", {"X-A": "v\r\nInjected: 1"}, "additionalHttpHeaders"),

@@ -88,7 +88,9 @@ def run_fire(definition: dict | Path | list[dict], *, trust: tuple[str, ...] | l
         prepare_trust_store(trust, trust_dir, public_roots)
         args += ["--trust-dir", str(trust_dir)]
         if state is not None:
-            state.mkdir(parents=True, exist_ok=True)
+            # It will hold refresh and access tokens in plain text: the owner only.
+            state.mkdir(mode=0o700, parents=True, exist_ok=True)
+            state.chmod(0o700)
             args += ["--state", str(state)]
         for a in answers:
             args += ["--resolve", a]
@@ -129,6 +131,11 @@ def fire(file: Path, trust: tuple[str, ...], state: Path | None, resolve: tuple[
     sent, status, error, message and elapsed_ms; exits 0 if and only if a response came back.
     """
     definition = _read_definition(file)
+    inner = definition.get("definition", definition) if isinstance(definition, dict) else {}
+    auth = (inner.get("authentication") or {}) if isinstance(inner, dict) else {}
+    if auth.get("apiAuthenticationType") == "OAuth2IssuedRefreshToken" and state is None:
+        click.echo("warning: without --state DIR a rotated refresh token is lost when this run ends, and the "
+                   "token endpoint may already have retired the one in FILE", err=True)
     [result] = run_fire(definition, trust=trust, state=state, resolve=resolve,
                         public_roots=not no_public_roots)[-1:]
     first = ("sent", "status", "error", "message", "elapsed_ms")

@@ -145,7 +145,7 @@ def device_error(code: int, retry_after_s: int, device_message: str) -> DeviceEr
         1: ("the device rejected a malformed record",
             "try again; if it persists, update the host tool and the firmware to the same protocol version"),
         2: ("this app is not paired with the device",
-            "pair first with the device's setup code (`keyhook pair`), or ask an admin app to open a "
+            "pair first with the device's setup code (`keyhook onboard ADDRESS --code CODE`), or ask an admin app to open a "
             "pairing window; remove the stale local pairing if the device was reset"),
         3: ("the setup code is wrong; nothing was stored",
             "check the 8-digit code on the device's label or serial console; failed attempts are "
