@@ -125,6 +125,12 @@ class DeviceClient:
     async def trust_add(self, der: bytes) -> str:
         return (await self.request("trust.add", der=base64.b64encode(der).decode()))["id"]
 
+    async def trust_list(self) -> list[dict]:
+        return (await self.request("trust.list"))["roots"]
+
+    async def trust_remove(self, root_id: str) -> bool:
+        return (await self.request("trust.remove", root=root_id))["removed"]
+
     async def open_pairing(self, seconds: int = 300) -> str:
         return (await self.request("pairing.open", seconds=seconds))["code"]
 

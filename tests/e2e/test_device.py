@@ -119,9 +119,17 @@ def test_commands_without_pairing_are_refused(device, keystore, tmp_path):
             await open_session(link, keystore)
     with pytest.raises(NotPaired):
         run(session())
-    proc = cli("info", device.address, radio=device.radio, config=keystore.root, check=False)
-    assert proc.returncode == 2
-    assert "not paired" in proc.stderr and "hint:" in proc.stderr
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(hook("x", "http://127.0.0.1:9/x", "AllowHttp")))
+    for args in (["info"], ["rules", "list"], ["rules", "push", None, str(f)], ["rules", "rm", None, "x"],
+                 ["trigger", None, "x"], ["wifi", None, "--ssid", "s", "--password", "p"], ["time"], ["log"],
+                 ["unpair"], ["trust", "list"], ["pairing", "open"], ["reset", None, "--yes"]):
+        argv = [a if a is not None else device.address for a in args]
+        if None not in args:
+            argv.append(device.address)
+        proc = cli(*argv, radio=device.radio, config=keystore.root, check=False)
+        assert proc.returncode == 2, (argv, proc.stdout, proc.stderr)
+        assert "not paired" in proc.stderr and "hint:" in proc.stderr, argv
 
     async def data_before_handshake():
         async with ble.connect(device.address, radio=str(device.radio)) as link:
@@ -275,3 +283,40 @@ def test_button_fires_the_rules_bound_to_it(paired, keystore, plain):
     while not plain.requests and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [r.target for r in plain.requests] == ["/bell"]
+
+
+def test_push_warns_when_a_pin_does_not_match_the_server(paired, keystore, tmp_path, pki, https):
+    dev = paired
+    f = tmp_path / "pins.json"
+    f.write_text(json.dumps([
+        hook("good", https.url("/good", host="localhost"), "TlsPinnedCertificate", pinnedCertificate=pki.intermediate.pem),
+        hook("stale", https.url("/stale", host="localhost"), "TlsPinnedCertificate", pinnedCertificate=pki.sibling.pem),
+    ]))
+    proc = cli("rules", "push", dev.address, str(f), radio=dev.radio, config=keystore.root)
+    assert "stale: the pinned certificate is not in the chain" in proc.stderr.replace("\n", " ")
+    assert "good:" not in proc.stderr
+
+
+def test_time_and_trust_store_commands(paired, keystore, tmp_path, pki, https):
+    dev = paired
+    cfg = keystore.root
+    out = cli("time", dev.address, radio=dev.radio, config=cfg)
+    assert "device clock set" in out.stdout
+    rule = hook("ca2", https.url("/ca2", host="localhost"), "TlsWithCACheck")
+    f = tmp_path / "ca2.json"
+    f.write_text(json.dumps(rule))
+    cli("rules", "push", dev.address, str(f), radio=dev.radio, config=cfg)
+    # the device's store has the test root (fixture `certs`); remove it: the CA check must fail
+    roots = json.loads(cli("trust", "list", dev.address, "--json", radio=dev.radio, config=cfg).stdout)
+    assert len(roots) == 1 and not roots[0]["added"]
+    cli("trust", "rm", dev.address, roots[0]["id"], radio=dev.radio, config=cfg)
+    refused = json.loads(cli("trigger", dev.address, "ca2", "--json", radio=dev.radio, config=cfg,
+                             check=False).stdout)
+    assert refused["error"] == "tls_untrusted" and refused["sent"] is False
+    # an app adds it back: accepted again
+    cli("trust", "add", dev.address, str(pki.root.cert_path), radio=dev.radio, config=cfg)
+    roots = json.loads(cli("trust", "list", dev.address, "--json", radio=dev.radio, config=cfg).stdout)
+    assert [r["added"] for r in roots] == [True]
+    ok = json.loads(cli("trigger", dev.address, "ca2", "--json", radio=dev.radio, config=cfg).stdout)
+    assert ok["status"] == 200
+    assert [r.target for r in https.requests] == ["/ca2"]

@@ -180,7 +180,7 @@ class Commands:
             raise AppError("bad_request", "der: not a base64 DER certificate (%s)" % e)
 
     async def op_trust_remove(self, app_id, msg):
-        return {"removed": self.ctx.trust.remove(_need(msg, "id", str))}
+        return {"removed": self.ctx.trust.remove(_need(msg, "root", str))}
 
     async def op_trust_list(self, app_id, msg):
         return {"roots": self.ctx.trust.list()}

@@ -275,4 +275,45 @@ def pairing_open(ctx: click.Context, address: str, seconds: int) -> None:
     out.print(f"one-time setup code (valid {seconds} s): [bold]{code}[/bold]")
 
 
-COMMANDS = [scan, onboard, info, rules, trigger, wifi, time_, log, unpair, reset, pairing]
+@click.group()
+def trust() -> None:
+    """Add, list and remove CA roots in a device's trust store (for TlsWithCACheck)."""
+
+
+@trust.command("add")
+@click.argument("address")
+@click.argument("cert", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def trust_add(ctx: click.Context, address: str, cert: str) -> None:
+    """Add the CA certificate in CERT (PEM or DER) to the device's trust store."""
+    from keyhook.devpki import to_der
+
+    ders = to_der(open(cert, "rb").read())
+    if len(ders) != 1:
+        raise KeyhookError(f"{cert} holds {len(ders)} certificates; give one CA certificate per call")
+    root_id = _run(_with_device(ctx, address, lambda d: d.trust_add(ders[0])))
+    out.print(f"added root {root_id}")
+
+
+@trust.command("list")
+@click.argument("address")
+@json_option
+@click.pass_context
+def trust_list(ctx: click.Context, address: str, as_json: bool) -> None:
+    """List the roots in the device's trust store (ids; `added` marks the ones an app added)."""
+    roots = _run(_with_device(ctx, address, lambda d: d.trust_list()))
+    _emit(as_json, roots, lambda rs: [out.print(f"{r['id']}{'  (added)' if r.get('added') else ''}") for r in rs])
+
+
+@trust.command("rm")
+@click.argument("address")
+@click.argument("root_id")
+@click.pass_context
+def trust_rm(ctx: click.Context, address: str, root_id: str) -> None:
+    """Remove the root ROOT_ID (from `keyhook trust list`) from the device's trust store."""
+    if not _run(_with_device(ctx, address, lambda d: d.trust_remove(root_id))):
+        raise KeyhookError(f"the device has no root {root_id!r}", hint="`keyhook trust list ADDRESS` shows the ids")
+    out.print(f"removed root {root_id}")
+
+
+COMMANDS = [scan, onboard, info, rules, trigger, wifi, time_, log, unpair, reset, pairing, trust]

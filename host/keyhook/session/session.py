@@ -89,6 +89,8 @@ class Session:
 
     async def request(self, op: str, timeout: float = REQUEST_TIMEOUT_S, **fields) -> dict:
         """Send one request and return its response (`ok: true`), or raise `RequestFailed`."""
+        if "id" in fields or "op" in fields:
+            raise ValueError("`id` and `op` belong to the request envelope; name the field otherwise")
         async with self._lock:
             rid = self._next_id
             self._next_id += 1
