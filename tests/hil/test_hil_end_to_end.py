@@ -131,7 +131,7 @@ def test_flash_onboard_push_trigger_every_level(hil, tmp_path):
         path.write_text(json.dumps(rules))
         keyhook("rules", "push", ble, str(path), "--no-check-pins")
         listed = json.loads(keyhook("rules", "list", ble, "--json").stdout)
-        assert {r["functionName"] for r in listed} >= {r["functionName"] for r in rules}
+        assert {r["name"] for r in listed} >= {r["functionName"] for r in rules}
 
         # 5. Trigger each; check what arrived.
         results = {}
