@@ -140,4 +140,6 @@ class DeviceClient:
         self.keystore.remove(self.session.device_id)
 
     async def reset(self) -> None:
+        """Factory-reset the device (admin only); its pairings are gone, so the local key goes too."""
         await self.request("reset", confirm="reset")
+        self.keystore.remove(self.session.device_id)

@@ -241,6 +241,7 @@ def test_reset_returns_to_factory_state(paired, keystore, plain):
             await d.put_rules([hook("x", plain.url("/x"), "AllowHttp")])
             await d.reset()
     run(go())
+    assert keystore.list() == []  # the host forgot the key the device no longer has
     dev.proc.wait(10)
     assert dev.proc.returncode == 75  # machine.reset(): the simulator boots it again
     dev.start()
