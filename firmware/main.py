@@ -42,6 +42,52 @@ class Ctx:
     pass
 
 
+class Engine:
+    # The request engine (kh.engine.fire and the http layer under it), imported at the first
+    # fire rather than at boot; its Env (trust store, keep-alive pool, tokens) made then too.
+    def __init__(self, trust_dir, state_dir):
+        self._dirs = (trust_dir, state_dir)
+        self._env = None
+
+    async def fire(self, rule, _env=None):
+        from kh.engine.fire import Env, fire
+
+        if self._env is None:
+            self._env = Env(trust_dir=self._dirs[0], state_dir=self._dirs[1])
+        return await fire(rule, self._env)
+
+    def close(self):
+        if self._env is not None:
+            self._env.close()
+
+
+class TrustEdits:
+    # kh.http.trustedit for the app's trust.* operations, loaded for each and then dropped
+    def __init__(self, trust_dir, data_root):
+        self._dirs = (trust_dir, data_root)
+
+    def _call(self, name, *args):
+        import kh
+        from kh.http.trustedit import TrustEditor
+
+        try:
+            return getattr(TrustEditor(*self._dirs), name)(*args)
+        finally:
+            kh.unload("kh.http.trustedit")
+
+    def add(self, der):
+        return self._call("add", der)
+
+    def remove(self, rid):
+        return self._call("remove", rid)
+
+    def list(self):
+        return self._call("list")
+
+    def clear_added(self):
+        return self._call("clear_added")
+
+
 class Keyhook:
     def __init__(self, info):
         import bluetooth
@@ -49,11 +95,9 @@ class Keyhook:
         from kh.app import clock
         from kh.app.commands import Commands
         from kh.engine import wifi
-        from kh.engine.fire import Env, fire
         from kh.engine.log import Log
         from kh.engine import queue as _queue
         from kh.gatt.service import GattService
-        from kh.http import trustedit
         from kh.session.device import Device
         from kh.store import config, rules
 
@@ -61,8 +105,8 @@ class Keyhook:
         self.info = info
         self.device = Device(root)  # prints the setup code while unpaired
         self.log = Log()
-        self.env = Env(trust_dir=info["certs"], state_dir=root)
-        self.queue = _queue.from_settings(fire, self.env, log=self.log, net_up=wifi.connected)
+        self.env = Engine(info["certs"], root)
+        self.queue = _queue.from_settings(self.env.fire, None, log=self.log, net_up=wifi.connected)
         ctx = Ctx()
         ctx.root = root
         ctx.device = self.device
@@ -70,7 +114,7 @@ class Keyhook:
         ctx.queue = self.queue
         ctx.log = self.log
         ctx.config = config
-        ctx.trust = trustedit.TrustEditor(info["certs"], root)
+        ctx.trust = TrustEdits(info["certs"], root)
         ctx.net = wifi
         ctx.clock = clock
         ctx.name = info.get("device_name") or (info.get("name_prefix") or "keyhook-") + self.device.device_id[-6:]
@@ -81,7 +125,10 @@ class Keyhook:
         self._end = False
         self._reset = False
         self.channel = None
-        self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect)
+        # one 8 KiB buffer for the link: GATT assembles each record in it and the session
+        # decrypts the record's frame in place
+        self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect,
+                                buf=self.device.frame_buf)
         creds = config.wifi()
         if creds:
             wifi.connect(creds["ssid"], creds.get("password", ""))

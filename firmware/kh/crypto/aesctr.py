@@ -15,12 +15,15 @@ _ONES = ((1 << (128 * _CHUNK)) - 1) // (_R - 1)
 _IDX = ((_R << (128 * (_CHUNK - 1))) - _CHUNK * _R + (_CHUNK - 1)) // ((_R - 1) * (_R - 1))
 
 
+# the keystream chunk buffer, shared by every instance (xor never yields half-way)
+_KS = bytearray(16 * _CHUNK)
+
+
 class AesCtr:
     def __init__(self, key):
         if len(key) != 32:
             raise ValueError("AES-256 key")
         self._ecb = aes(key, _ECB)
-        self._ks = bytearray(16 * _CHUNK)
 
     # XOR data with the keystream of frame counter ctr into out (a writable buffer of at least
     # len(data) bytes; it may be data itself), or into a new bytearray; returns it.
@@ -33,8 +36,7 @@ class AesCtr:
         if ctr >> 64 or (n + 15) >> 4 >= 1 << 64:
             raise ValueError("counter out of range")
         src = memoryview(data)
-        ks = self._ks
-        ksv = memoryview(ks)
+        ksv = memoryview(_KS)
         base = ctr << 64
         off = 0
         block = 0

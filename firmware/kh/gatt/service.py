@@ -8,9 +8,12 @@
 # the protocol's rejections (ERROR bad_record); a disconnect discards a partial record.
 # The IRQ handler only copies into a ring and sets a ThreadSafeFlag; `run()` does the work.
 #
-# Upward API: GattService(ble, name, on_record, on_connect, on_disconnect, on_reset=None),
-# advertise(paired), await send(record) -> bool, disconnect(), await run().
-# on_record(record: bytes) may be a coroutine function; on_reset() is called after a rejected
+# Upward API: GattService(ble, name, on_record, on_connect, on_disconnect, on_reset=None,
+# buf=None), advertise(paired), await send(record) -> bool, disconnect(), await run().
+# Records are assembled in buf (a bytearray of MAX_RECORD bytes, shared with the layer above:
+# the device decrypts frames there; None: one of its own) and on_record(record) gets a
+# memoryview into it, valid until on_record returns: the next record overwrites it.
+# on_record may be a coroutine function; on_reset() is called after a rejected
 # fragment (the connection's state must be dropped); without it, on_disconnect() then
 # on_connect() are called.
 import gc
@@ -69,7 +72,7 @@ def error_record(code, message):
 
 
 class GattService:
-    def __init__(self, ble, name, on_record, on_connect=None, on_disconnect=None, on_reset=None):
+    def __init__(self, ble, name, on_record, on_connect=None, on_disconnect=None, on_reset=None, buf=None):
         self._ble = ble
         self._on_record = on_record
         self._on_connect = on_connect
@@ -85,7 +88,7 @@ class GattService:
         self._flag = asyncio.ThreadSafeFlag()
         self._frag = bytearray(_FRAG_MAX)
         self._txb = memoryview(bytearray(_FRAG_MAX))
-        self._rec = memoryview(bytearray(MAX_RECORD))
+        self._rec = memoryview(bytearray(MAX_RECORD) if buf is None else buf)
         self._tx_lock = asyncio.Lock()
         self._conn = None
         self._mtu = _MTU_DEFAULT
@@ -245,12 +248,7 @@ class GattService:
             if self._got != self._total:
                 return await self._reject(_ERR_BAD_RECORD, b"END at the wrong length")
             self._open = False
-            try:
-                record = bytes(self._rec[:self._total])
-            except MemoryError:
-                gc.collect()  # fragmentation: one more try after a collection
-                record = bytes(self._rec[:self._total])
-            await self._deliver(record)
+            await self._deliver(self._rec[:self._total])
         return None
 
     async def _reject(self, code, message):

@@ -8,7 +8,6 @@ from micropython import const
 
 from kh.crypto import ct, x25519
 from kh.crypto.hmac import hkdf, hmac_sha256
-from kh.crypto.spake2 import Spake2
 from kh.session import errors, frames
 from kh.session.errors import ChannelError
 
@@ -73,6 +72,12 @@ def _app_identity(record, start):
     return b, app_id.decode(), end
 
 
+def _unload_pairing():
+    import kh
+
+    kh.unload("kh.crypto.spake2", "kh.crypto.p256")
+
+
 class Channel:
     def __init__(self, device):
         self.device = device
@@ -83,6 +88,8 @@ class Channel:
         self._forget()
 
     def _forget(self):
+        if getattr(self, "_spake", None) is not None:
+            _unload_pairing()
         self._spake = None
         self._pair_app = None
         self._pair_id = None
@@ -154,6 +161,8 @@ class Channel:
         if code is None:
             raise ChannelError(errors.PAIRING_CLOSED, "device is paired: an admin app must open a pairing window")
         a = self.device.identity
+        from kh.crypto.spake2 import Spake2  # P-256 and its tables: only while pairing
+
         self._spake = Spake2("A", derive_w(code, a, b), a, b, PAIR_AAD)
         self._pair_app = app_id
         self._pair_id = b
@@ -175,6 +184,7 @@ class Channel:
         pk = pairing_key(ke, self.device.identity, self._pair_id)
         self.device.add_pairing(self._pair_app, pk, self._via_window)
         self._spake = None
+        _unload_pairing()
         self._pair_app = None
         self._pair_id = None
         self._state = _IDLE
@@ -229,4 +239,4 @@ class Channel:
     def seal(self, obj):
         if self._state != _SESSION:
             raise ValueError("no session")
-        return self._tx.seal(frames.encode_payload(obj))
+        return frames.seal_message(self._tx, obj)

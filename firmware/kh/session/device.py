@@ -5,13 +5,14 @@ import json
 import os
 import time
 
-from kh.crypto import spake2
-from kh.session import frames
+from micropython import const
+
 from kh.session.pairings import Pairings
 from kh.session.ratelimit import RateLimit
 from kh.store import files
 
 _ID_PREFIX = b"keyhook-device:"
+_MAX_RECORD = const(8256)  # kh.session.frames.MAX_RECORD, kh.gatt.service.MAX_RECORD
 
 
 def _new_code():
@@ -54,10 +55,10 @@ class Device:
             self._pairings.clear()
         self.limit = RateLimit(self._clock)
         self._window = None  # (one-time code, expiry in clock ms)
-        # the fixed-base tables and the buffer received frames are decrypted into, now, while
-        # the heap is young, rather than in the first pairing or session
-        spake2.warm_up()
-        self.frame_buf = bytearray(frames.MAX_RECORD)
+        # the buffer received records are assembled in (main.py gives it to the GATT layer) and
+        # frames decrypted in, now, while the heap is young, rather than in the first session
+        # (the pairing crypto is loaded by the channel when a pairing starts, and unloaded after)
+        self.frame_buf = bytearray(_MAX_RECORD)
         if not self.paired():
             self._log("keyhook %s: not paired; setup code %s" % (self.device_id, self._code))
 

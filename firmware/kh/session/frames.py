@@ -36,23 +36,31 @@ class Direction:
         self.ctr = 0
         self._buf = buf
 
-    def seal(self, payload):
+    def seal(self, payload, flags=None):
+        # payload: the plaintext (bytes-like); or, with flags (the payload's first byte), the
+        # rest of it, so that a body is not joined to its flags byte in one more copy
         ctr = self.ctr
         if ctr >= _CTR_LIMIT - 1:
             raise ChannelError(errors.INTERNAL, "counter exhausted")
-        # one allocation: type, counter, ciphertext and tag written in place
-        n = len(payload)
+        # one allocation: type, counter, plaintext then tag; the plaintext encrypted in place
+        p = 9 if flags is None else 10
+        n = p - 9 + len(payload)
         rec = bytearray(9 + n + _TAG)
         rec[0] = DATA
         rec[1:9] = ctr.to_bytes(8, "big")
+        if flags is not None:
+            rec[9] = flags
+        rec[p : 9 + n] = payload
         mv = memoryview(rec)
-        self._aes.xor(ctr, payload, mv[9 : 9 + n])
+        self._aes.xor(ctr, mv[9 : 9 + n], mv[9 : 9 + n])
         rec[9 + n :] = self._mac.digest(mv[: 9 + n])
         self.ctr = ctr + 1
         return rec
 
     # a DATA record -> the plaintext payload, a memoryview into a buffer that the next open()
-    # reuses; ChannelError(bad_frame) on any mismatch, before anything is decrypted
+    # reuses; ChannelError(bad_frame) on any mismatch, before anything is decrypted. The
+    # plaintext lands at the ciphertext's offset (9), so a record that lies in that buffer
+    # (the device's GATT layer assembles records there) is decrypted in place.
     def open(self, record, max_record=MAX_RECORD):
         n = len(record)
         if n < _MIN_FRAME or record[0] != DATA:
@@ -67,11 +75,11 @@ class Direction:
         if ctr != self.ctr:
             raise ChannelError(errors.BAD_FRAME, "frame out of sequence")
         self.ctr = ctr + 1
-        m = n - _TAG - 9
-        if self._buf is None or len(self._buf) < m:
-            self._buf = bytearray(max(m, MAX_RECORD - _MIN_FRAME + 1))
-        out = memoryview(self._buf)[:m]
-        self._aes.xor(ctr, mv[9 : n - _TAG], out)
+        end = n - _TAG
+        if self._buf is None or len(self._buf) < end:
+            self._buf = bytearray(max(end, MAX_RECORD))
+        out = memoryview(self._buf)[9:end]
+        self._aes.xor(ctr, mv[9:end], out)
         return out
 
 
@@ -125,6 +133,18 @@ def decode_payload(p, limit=MAX_PAYLOAD):
     if not isinstance(msg, dict):
         raise ChannelError(errors.BAD_FRAME, "payload is not a JSON object")
     return msg
+
+
+def seal_message(direction, obj, limit=MAX_PAYLOAD):
+    # encode_payload then direction.seal, without the intermediate copies: the JSON text is
+    # written into the record as it is (a str is a buffer of its UTF-8 bytes)
+    body = memoryview(json.dumps(obj))
+    if len(body) > limit:
+        raise ValueError("payload over %d bytes" % limit)
+    z = _deflate(body) if len(body) > 64 else None
+    if z is not None and len(z) < len(body):
+        return direction.seal(z, 1)
+    return direction.seal(body, 0)
 
 
 def encode_payload(obj, limit=MAX_PAYLOAD):

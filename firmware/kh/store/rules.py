@@ -314,10 +314,20 @@ def put(rules):
     # Store one rule (a dict) or many (a list), all or none; a rule whose functionName is stored
     # already is replaced in place, new ones are appended. Returns the names, in the order given.
     # The defaults that get stored (events, securityLevel) are filled into the given dicts.
-    rules, heads = _check(rules, set())
+    try:
+        rules, heads = _check(rules, set())
+    finally:
+        _unload_schema()
     new = _InRam(rules, heads)
     _rewrite(new, ())
     return new.names
+
+
+def _unload_schema():
+    # the validator is needed during a put only (a staged put keeps it until commit or abort)
+    import kh
+
+    kh.unload("kh.store.schema")
 
 
 class Stage:
@@ -366,6 +376,7 @@ class Stage:
             raise StoreError("invalid_rule", "nothing was staged; give at least one rule")
         self._f.close()
         self._f = None
+        _unload_schema()
         self._r = open(self._path, "rb")
         try:
             _rewrite(self, ())
@@ -375,6 +386,7 @@ class Stage:
         return self.names
 
     def abort(self):
+        _unload_schema()
         if self._f is not None:
             try:
                 self._f.close()
