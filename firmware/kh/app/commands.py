@@ -42,7 +42,7 @@ class Commands:
         self.ctx = ctx
         self._txn = None          # (txn id, app_id) of an open staged rules transaction
         self._stage = None        # its kh.store.rules.Stage
-        self._txn_n = 0
+        self._txn_n = getattr(ctx, "txn_n", 0)  # kept in ctx: Commands may be made per connection
         self.on_unpair = None     # set by main: ends the session of the app that unpaired
         self.on_reset = None      # set by main: restart after a factory reset
 
@@ -98,6 +98,7 @@ class Commands:
     async def op_rules_begin(self, app_id, msg):
         self.abort()
         self._txn_n += 1
+        self.ctx.txn_n = self._txn_n
         self._stage = self.ctx.rules.Stage()
         self._txn = (self._txn_n, app_id)
         return {"txn": self._txn_n}

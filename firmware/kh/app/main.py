@@ -1,0 +1,228 @@
+# keyhook device start-up: storage, clock, Wi-Fi, BLE service, event sources, rule engine.
+# main.py (kept as source on the device, so kept small) calls main(); here the code is
+# compiled to .mpy like the rest of kh, and frozen with it in a custom image.
+# The layers of DESIGN.md meet here and nowhere else: what arrives from the radio climbs up
+# gatt -> session -> app through the callbacks wired below.
+import asyncio
+import gc
+import json
+
+from micropython import const
+
+import kh
+from kh import store
+from kh.store import files
+
+_BUTTON_DEBOUNCE_MS = const(50)
+_PAIR_REQ = const(0x01)
+_PAIR_B = const(0x03)
+# loaded while an app is connected, unloaded when it goes
+_CONNECTION_MODULES = ("kh.app.commands", "kh.session.channel", "kh.session.frames", "kh.crypto.aesctr",
+                       "kh.crypto.x25519", "kh.crypto.hmac", "kh.crypto.ct")
+
+
+def board_info():
+    # /board.json is written into the image by `keyhook build`; the unix board's start-up
+    # module mounts its flash image and answers for it.
+    try:
+        import keyhook_board
+
+        return keyhook_board.setup()
+    except ImportError:
+        pass
+    info = {}
+    raw = files.read("/board.json")
+    if raw:
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            info = {}
+    info.setdefault("data", "/data")
+    info.setdefault("certs", "/certs")
+    return info
+
+
+class Ctx:
+    # What the app layer may reach (kh/app/commands.py lists it).
+    pass
+
+
+class Engine:
+    # The request engine (kh.engine.fire and the http layer under it), imported at the first
+    # fire rather than at boot; its Env (trust store, keep-alive pool, tokens) made then too.
+    def __init__(self, trust_dir, state_dir):
+        self._dirs = (trust_dir, state_dir)
+        self._env = None
+
+    async def fire(self, rule, _env=None):
+        from kh.engine.fire import Env, fire
+
+        if self._env is None:
+            self._env = Env(trust_dir=self._dirs[0], state_dir=self._dirs[1])
+        return await fire(rule, self._env)
+
+    def close(self):
+        if self._env is not None:
+            self._env.close()
+
+
+class TrustEdits:
+    # kh.http.trustedit for the app's trust.* operations, loaded for each and then dropped
+    def __init__(self, trust_dir, data_root):
+        self._dirs = (trust_dir, data_root)
+
+    def _call(self, name, *args):
+        import kh
+        from kh.http.trustedit import TrustEditor
+
+        try:
+            return getattr(TrustEditor(*self._dirs), name)(*args)
+        finally:
+            kh.unload("kh.http.trustedit")
+
+    def add(self, der):
+        return self._call("add", der)
+
+    def remove(self, rid):
+        return self._call("remove", rid)
+
+    def list(self):
+        return self._call("list")
+
+    def clear_added(self):
+        return self._call("clear_added")
+
+
+class Keyhook:
+    def __init__(self, info):
+        import bluetooth
+
+        from kh.app import clock
+        from kh.engine import wifi
+        from kh.engine.log import Log
+        from kh.engine import queue as _queue
+        from kh.gatt.service import GattService
+        from kh.session.device import Device
+        from kh.store import config, rules
+
+        root = store.use(info.get("data"))
+        self.info = info
+        self.device = Device(root)  # prints the setup code while unpaired
+        self.log = Log()
+        self.env = Engine(info["certs"], root)
+        self.queue = _queue.from_settings(self.env.fire, None, log=self.log, net_up=wifi.connected)
+        ctx = Ctx()
+        ctx.root = root
+        ctx.device = self.device
+        ctx.rules = rules
+        ctx.queue = self.queue
+        ctx.log = self.log
+        ctx.config = config
+        ctx.trust = TrustEdits(info["certs"], root)
+        ctx.net = wifi
+        ctx.clock = clock
+        ctx.name = info.get("device_name") or (info.get("name_prefix") or "keyhook-") + self.device.device_id[-6:]
+        self.name = ctx.name
+        self.ctx = ctx
+        self.commands = None  # made for a connection's first message (_commands)
+        self._end = False
+        self._reset = False
+        self.channel = None
+        # one 8 KiB buffer for the link: GATT assembles each record in it and the session
+        # decrypts the record's frame in place
+        self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect,
+                                buf=self.device.frame_buf)
+        creds = config.wifi()
+        if creds:
+            wifi.connect(creds["ssid"], creds.get("password", ""))
+
+    # ---- link events (called from the GATT task, never from an IRQ) ----
+
+    def _on_connect(self):
+        from kh.session.channel import Channel
+
+        self.channel = Channel(self.device)
+
+    def _on_disconnect(self):
+        if self.channel:
+            self.channel.close()
+        self.channel = None
+        if self.commands:
+            self.commands.abort()  # a staged rules transaction dies with its connection
+        self.commands = None
+        # the session's code is needed again only by the next connection
+        kh.unload(*_CONNECTION_MODULES)
+        self.gatt.advertise(self.device.paired())
+
+    async def _on_record(self, record):
+        ch = self.channel
+        if ch is None:
+            return
+        if record and record[0] in (_PAIR_REQ, _PAIR_B):
+            # Pairing crypto and a TLS connection do not fit in RAM together (micropython-facts).
+            self.env.close()
+            gc.collect()
+        replies, msg = await ch.receive(record)
+        for r in replies:
+            await self.gatt.send(r)
+        if msg is not None:
+            response = await self._commands().handle(ch.app_id, msg)
+            try:
+                sealed = ch.seal(response)
+            except ValueError:  # larger than one message (MAX_PAYLOAD)
+                sealed = ch.seal({"id": response.get("id"), "ok": False, "error": "too_large",
+                                  "message": "the answer does not fit one message; ask for less"})
+            await self.gatt.send(sealed)
+        if ch.closed or self._end:
+            self._end = False
+            self.gatt.disconnect()
+        if self._reset:
+            await asyncio.sleep_ms(200)  # let the last notification leave
+            import machine
+
+            machine.reset()
+
+    def _commands(self):
+        if self.commands is None:
+            from kh.app.commands import Commands
+
+            self.commands = Commands(self.ctx)
+            self.commands.on_unpair = self._end_session
+            self.commands.on_reset = self._restart
+        return self.commands
+
+    def _end_session(self, app_id):
+        self._end = True
+
+    def _restart(self):
+        self._reset = True
+
+    # ---- event sources ----
+
+    async def button(self):
+        # The boot button: lifts a pairing lock-out (a local action) and fires "button:boot" rules.
+        import machine
+
+        pin_no = ((self.info.get("pins") or {}).get("button") or {}).get("gpio", 0)
+        flag = asyncio.ThreadSafeFlag()
+        pin = machine.Pin(pin_no, machine.Pin.IN, machine.Pin.PULL_UP)
+        pin.irq(lambda p: flag.set(), machine.Pin.IRQ_FALLING)
+        while True:
+            await flag.wait()
+            await asyncio.sleep_ms(_BUTTON_DEBOUNCE_MS)
+            self.device.button_pressed()
+            n = self.queue.event("button:boot")
+            self.log.add("button", note="pressed") if n == 0 else None
+
+    async def run(self):
+        self.gatt.advertise(self.device.paired())
+        print("keyhook %s (%s) advertising as %s" % (kh.VERSION, self.device.device_id, self.name))
+        asyncio.create_task(self.queue.run())
+        asyncio.create_task(self.button())
+        await self.gatt.run()
+
+
+def main():
+    app = Keyhook(board_info())
+    gc.collect()
+    asyncio.run(app.run())
