@@ -16,6 +16,7 @@ from kh.store import files
 _BUTTON_DEBOUNCE_MS = const(50)
 _PAIR_REQ = const(0x01)
 _PAIR_B = const(0x03)
+_MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
 # loaded while an app is connected, unloaded when it goes
 _CONNECTION_MODULES = ("kh.app.commands", "kh.session.channel", "kh.session.frames", "kh.crypto.aesctr",
                        "kh.crypto.x25519", "kh.crypto.hmac", "kh.crypto.ct")
@@ -50,15 +51,20 @@ class Ctx:
 class Engine:
     # The request engine (kh.engine.fire and the http layer under it), imported at the first
     # fire rather than at boot; its Env (trust store, keep-alive pool, tokens) made then too.
+    # The body buffer is allocated at boot: 4 KiB in one piece is not to be had for sure once
+    # imports have fragmented the heap.
     def __init__(self, trust_dir, state_dir):
         self._dirs = (trust_dir, state_dir)
         self._env = None
+        self._body = bytearray(_MAX_BODY)
 
     async def fire(self, rule, _env=None):
+        if self._env is None:
+            gc.collect()
         from kh.engine.fire import Env, fire
 
         if self._env is None:
-            self._env = Env(trust_dir=self._dirs[0], state_dir=self._dirs[1])
+            self._env = Env(trust_dir=self._dirs[0], state_dir=self._dirs[1], max_body=self._body)
         return await fire(rule, self._env)
 
     def close(self):

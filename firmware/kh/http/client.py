@@ -48,11 +48,13 @@ class Pool:
 
 class Net:
     # what a request needs from the device: trust store, pool, body buffer, limits
+    # max_body: how much of a body is kept, or a bytearray of that size allocated earlier (the
+    # device makes it at boot, before the heap fragments)
     def __init__(self, trust=None, pool=None, max_body=MAX_BODY, resolver=None):
         self.trust = trust
         self.resolver = resolver  # fn(host, port) -> [(family, ip, sockaddr)], None: kh.http.resolve
         self.pool = pool if pool is not None else Pool(1)
-        self.prefix = bytearray(max_body)
+        self.prefix = max_body if isinstance(max_body, bytearray) else bytearray(max_body)
 
 
 def check_level(scheme, level):

@@ -234,7 +234,8 @@ class Channel:
         if self.device.pairing_key(self.app_id) is None:
             raise ChannelError(errors.NOT_PAIRED, "this app's pairing was removed")
         payload = self._rx.open(record)
-        return frames.decode_payload(payload)
+        # a compressed body is inflated into the same buffer (BytesIO copies it out first)
+        return frames.decode_payload(payload, into=self._rx._buf)
 
     def seal(self, obj):
         if self._state != _SESSION:

@@ -83,10 +83,16 @@ class Direction:
         return out
 
 
-def _inflate(body, limit):
+def _inflate(body, limit, into=None):
+    # into: a buffer of more than limit bytes to inflate into (the frame buffer: the compressed
+    # body is copied out of it first, by BytesIO), else a new bytes object
     src = io.BytesIO(body)
     try:
-        out = deflate.DeflateIO(src, deflate.ZLIB, _ZLIB_WBITS).read(limit + 1)
+        d = deflate.DeflateIO(src, deflate.ZLIB, _ZLIB_WBITS)
+        if into is not None and len(into) > limit:
+            out = memoryview(into)[: d.readinto(memoryview(into)[: limit + 1])]
+        else:
+            out = d.read(limit + 1)
     except MemoryError:
         raise
     except Exception:
@@ -112,7 +118,7 @@ def _deflate(body):
         return None
 
 
-def decode_payload(p, limit=MAX_PAYLOAD):
+def decode_payload(p, limit=MAX_PAYLOAD, into=None):
     if len(p) < 1:
         raise ChannelError(errors.BAD_FRAME, "empty payload")
     flags = p[0]
@@ -120,7 +126,7 @@ def decode_payload(p, limit=MAX_PAYLOAD):
         raise ChannelError(errors.BAD_FRAME, "unknown payload flags")
     body = memoryview(p)[1:]
     if flags & 1:
-        body = _inflate(body, limit)
+        body = _inflate(body, limit, into)
     elif len(body) > limit:
         raise ChannelError(errors.TOO_LARGE, "payload over %d bytes" % limit)
     try:
