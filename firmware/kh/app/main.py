@@ -6,6 +6,7 @@
 import asyncio
 import gc
 import json
+import sys
 
 from micropython import const
 
@@ -17,6 +18,10 @@ _BUTTON_DEBOUNCE_MS = const(50)
 _PAIR_REQ = const(0x01)
 _PAIR_B = const(0x03)
 _MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
+# the request engine; kh.http.resolve (with its hooks), url and errors stay
+_ENGINE_MODULES = ("kh.engine.fire", "kh.http.client", "kh.http.conn", "kh.http.response", "kh.http.tlspolicy",
+                   "kh.http.tlsfail", "kh.http.der", "kh.http.trust", "kh.oauth.tokens", "kh.oauth.grant",
+                   "kh.oauth.why")
 # loaded while an app is connected, unloaded when it goes
 _CONNECTION_MODULES = ("kh.app.commands", "kh.session.channel", "kh.session.frames", "kh.crypto.aesctr",
                        "kh.crypto.x25519", "kh.crypto.hmac", "kh.crypto.ct")
@@ -68,8 +73,12 @@ class Engine:
         return await fire(rule, self._env)
 
     def close(self):
+        # before pairing: the kept connection, the Env and the engine's code all go (the
+        # next fire loads them again; token cache and CA hints are on the store)
         if self._env is not None:
             self._env.close()
+            self._env = None
+            kh.unload(*_ENGINE_MODULES)
 
 
 class TrustEdits:
@@ -85,6 +94,8 @@ class TrustEdits:
             return getattr(TrustEditor(*self._dirs), name)(*args)
         finally:
             kh.unload("kh.http.trustedit")
+            if "kh.engine.fire" not in sys.modules:  # else the engine shares them
+                kh.unload("kh.http.der", "kh.http.trust")
 
     def add(self, der):
         return self._call("add", der)
