@@ -4,12 +4,17 @@ three-root selection), and how much of the littlefs partition the image uses. Th
 GC heap in use once the firmware, booted from the unix board's image (.mpy) with the simulated
 radio, is idle, and the smallest heap it boots in (unix port, x86-64: pointers and object
 headers are twice an ESP32's, so the ESP32 needs less; the reference is the ESP32's initial GC
-heap)."""
+heap). Last, which part of the compiled firmware is loaded (and so in RAM, as .mpy from the file
+system) when the device is idle, with and without an app connected: the rest (pairing crypto,
+the request engine, rule validation, trust edits) is imported when needed and unloaded after."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +65,76 @@ def run() -> list[dict]:
                          "unit": f"of {board.vfs_block_count} x {board.vfs_block_size} B",
                          "ratio": round(used / board.vfs_block_count, 3)})
         rows += _memory(Path(tmp))
+        rows += _resident(Path(tmp))
+    return rows
+
+
+# The firmware's start-up without its event loop, under the unix board's simulation: the modules
+# loaded once booted, then once an app connected and sent a message (main.py's own callbacks).
+RESIDENT = r"""
+import gc, json, sys
+gc.collect(); a0 = gc.mem_alloc()
+import asyncio, bluetooth, keyhook_board
+info = keyhook_board.setup()
+gc.collect(); sim = gc.mem_alloc() - a0
+from kh.app.main import Keyhook
+app = Keyhook(info)
+gc.collect(); idle = gc.mem_alloc() - a0
+booted = sorted(m for m in sys.modules if m.startswith("kh"))
+app._on_connect()
+app._commands()
+gc.collect(); conn = gc.mem_alloc() - a0
+connected = sorted(m for m in sys.modules if m.startswith("kh"))
+for m in ("kh.store.schema", "kh.engine.fire", "kh.oauth.tokens", "kh.oauth.grant", "kh.http.tlsfail"):
+    __import__(m)
+busy = sorted(m for m in sys.modules if m.startswith("kh"))
+print(json.dumps({"sim": sim, "idle": idle, "conn": conn, "booted": booted, "connected": connected, "busy": busy}))
+"""
+
+
+def _resident(tmp: Path) -> list[dict]:
+    from keyhook import mp
+
+    esp = boards.load("ESP32_GENERIC")
+    sizes = {f.path: f.size for f in build.compile_firmware(esp, tmp / "resident-esp")}
+    total = sum(sizes.values())
+    fw = tmp / "resident-unix"
+    build.compile_firmware(boards.load("unix"), fw)
+    script = tmp / "resident.py"
+    script.write_text(textwrap.dedent(RESIDENT))
+    old = os.environ.get("KEYHOOK_SIM_STATE")
+    os.environ["KEYHOOK_SIM_STATE"] = str(tmp / "resident-state")
+    try:
+        p = mp.run_micropython(script, firmware=fw, timeout=60, cwd=tmp)
+    finally:
+        if old is None:
+            os.environ.pop("KEYHOOK_SIM_STATE", None)
+        else:
+            os.environ["KEYHOOK_SIM_STATE"] = old
+    try:
+        r = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return [{"figure": "resident modules", "value": "failed: " + p.stderr.decode()[-200:], "unit": ""}]
+
+    def mpy(mods: list[str]) -> int:
+        n = 0
+        for m in mods:
+            rel = m.replace(".", "/")
+            n += sizes.get(rel + ".mpy", sizes.get(rel + "/__init__.mpy", 0))
+        return n
+
+    rows = []
+    for key, what in (("booted", "booted, no app connected"), ("connected", "an app connected (session, commands)"),
+                      ("busy", "an app connected, during a put and an OAuth fire")):
+        v = mpy(r[key])
+        rows.append({"figure": f"ESP32_GENERIC: .mpy of the modules loaded, {what}", "value": v, "unit": "B",
+                     "reference": f"{total} B of .mpy in all ({len(r[key])} of {len(sizes)} files)",
+                     "ratio": round(v / total, 3)})
+    rows.append({"figure": "unix (x64): GC heap after start-up without the event loop (Keyhook built)",
+                 "value": r["idle"], "unit": "B",
+                 "reference": f"of which the unix board's simulation (bluetooth, flash image, asyncio) {r['sim']} B"})
+    rows.append({"figure": "unix (x64): the same once an app connected (channel and commands loaded)",
+                 "value": r["conn"], "unit": "B"})
     return rows
 
 
