@@ -18,9 +18,7 @@ from micropython import const
 from kh import VERSION
 from kh.store import files
 
-_MAX_LOG_LINES = const(100)
 _TRIGGER_WAIT_MS = const(15000)  # the app waits longer (keyhook.device.TRIGGER_TIMEOUT_S)
-_IDENTITY = "device.json"  # kh/session/device.py
 
 
 class AppError(Exception):
@@ -60,6 +58,8 @@ class Commands:
                 raise AppError("bad_request", "a request must be a JSON object")
             op = msg.get("op")
             fn = _OPS.get(op) if isinstance(op, str) else None
+            if fn is None and op in _ADMIN_OPS:
+                return await self._admin_op(op, app_id, msg, rid)
             if fn is None:
                 raise AppError("unknown_op", "unknown operation %r; see PROTOCOL.md section 6" % (op,))
             out = await fn(self, app_id, msg)
@@ -74,6 +74,20 @@ class Commands:
         except Exception as e:  # a bug must not kill the session task; report its type only
             self.ctx.log.add("app", "internal error " + type(e).__name__)
             return {"id": rid, "ok": False, "error": "internal", "message": type(e).__name__}
+
+    async def _admin_op(self, op, app_id, msg, rid):
+        # a rare operation: kh/app/admin.py is loaded for it and unloaded after it
+        import kh
+        from kh.app import admin
+
+        try:
+            out = await getattr(admin, "op_" + op.replace(".", "_"))(self, app_id, msg)
+        finally:
+            admin = None
+            kh.unload("kh.app.admin")
+        out["id"] = rid
+        out["ok"] = True
+        return out
 
     # --- operations -------------------------------------------------------------------
 
@@ -156,89 +170,6 @@ class Commands:
         outcome = await self.ctx.queue.wait(ticket, _TRIGGER_WAIT_MS)
         return {"result": outcome, "queued": outcome is None}
 
-    async def op_wifi(self, app_id, msg):
-        ssid = _need(msg, "ssid", str)
-        pw = msg.get("password", "")
-        if not isinstance(pw, str) or not 0 < len(ssid) <= 32 or len(pw) > 64:
-            raise AppError("bad_request", "ssid must be 1-32 characters and password at most 64")
-        _store(self.ctx.config.set_wifi, ssid, pw)
-        self.ctx.net.connect(ssid, pw)
-        return {"stored": True}
-
-    async def op_time(self, app_id, msg):
-        unix = _need(msg, "unix", int)
-        if unix < 1700000000:
-            raise AppError("bad_request", "unix time %d is before 2023; send the current time" % unix)
-        self.ctx.clock.set(unix)
-        return {"clock": self.ctx.clock.now()}
-
-    async def op_trust_add(self, app_id, msg):
-        import binascii
-        try:
-            der = binascii.a2b_base64(_need(msg, "der", str))
-            return {"id": self.ctx.trust.add(der)}
-        except ValueError as e:
-            raise AppError("bad_request", "der: not a base64 DER certificate (%s)" % e)
-
-    async def op_trust_remove(self, app_id, msg):
-        return {"removed": self.ctx.trust.remove(_need(msg, "root", str))}
-
-    async def op_trust_list(self, app_id, msg):
-        return {"roots": self.ctx.trust.list()}
-
-    async def op_log(self, app_id, msg):
-        n = msg.get("lines", 20)
-        if not isinstance(n, int) or n < 1:
-            n = 20
-        return {"lines": self.ctx.log.tail(min(n, _MAX_LOG_LINES))}
-
-    def _admin(self, app_id, what):
-        if not self.ctx.device.is_admin(app_id):
-            raise AppError("forbidden", "only the admin app (the one paired with the setup code) may " + what)
-
-    async def op_pairing_open(self, app_id, msg):
-        self._admin(app_id, "let another app pair")
-        secs = msg.get("seconds", 300)
-        if not isinstance(secs, int) or not 10 <= secs <= 3600:
-            raise AppError("bad_request", "seconds must be from 10 to 3600")
-        return {"code": self.ctx.device.open_pairing_window(secs), "seconds": secs}
-
-    async def op_pairing_list(self, app_id, msg):
-        return {"apps": self.ctx.device.pairings(), "you": app_id}
-
-    async def op_pairing_remove(self, app_id, msg):
-        target = _need(msg, "app_id", str)
-        if target != app_id:
-            self._admin(app_id, "remove another app's pairing")
-        removed = self.ctx.device.remove_pairing(target)
-        if removed and target == app_id and self.on_unpair:
-            self.on_unpair(app_id)
-        return {"removed": removed}
-
-    async def op_unpair(self, app_id, msg):
-        self.ctx.device.remove_pairing(app_id)
-        self.ctx.log.add("app", "unpaired")
-        if self.on_unpair:
-            self.on_unpair(app_id)
-        return {}
-
-    async def op_reset(self, app_id, msg):
-        if msg.get("confirm") != "reset":
-            raise AppError("bad_request", "a factory reset needs confirm: \"reset\"")
-        self._admin(app_id, "reset the device")
-        self.abort()
-        self.ctx.trust.clear_added()
-        self.ctx.device.factory_reset()
-        # Everything under the data root goes (rules, tokens, Wi-Fi, pairings, settings) but the
-        # device's identity file: its id and setup code are printed on its label.
-        for name in files.listdir(self.ctx.root):
-            if name != _IDENTITY:
-                files.rmtree(self.ctx.root + "/" + name)
-        self.ctx.log.add("app", "factory reset")
-        if self.on_reset:
-            self.on_reset()
-        return {}
-
 
 def _store(fn, *args):
     # Store refusals (kh.store.errors.StoreError: invalid_rule, too_many, no_space, not_found)
@@ -260,15 +191,7 @@ _OPS = {
     "rules.list": Commands.op_rules_list,
     "rules.delete": Commands.op_rules_delete,
     "trigger": Commands.op_trigger,
-    "wifi": Commands.op_wifi,
-    "time": Commands.op_time,
-    "trust.add": Commands.op_trust_add,
-    "trust.remove": Commands.op_trust_remove,
-    "trust.list": Commands.op_trust_list,
-    "log": Commands.op_log,
-    "pairing.open": Commands.op_pairing_open,
-    "pairing.list": Commands.op_pairing_list,
-    "pairing.remove": Commands.op_pairing_remove,
-    "unpair": Commands.op_unpair,
-    "reset": Commands.op_reset,
 }
+# in kh/app/admin.py
+_ADMIN_OPS = ("wifi", "time", "trust.add", "trust.remove", "trust.list", "log", "pairing.open", "pairing.list",
+              "pairing.remove", "unpair", "reset")

@@ -1,0 +1,105 @@
+# App layer: the operations apps give rarely (Wi-Fi, time, trust store, log, pairings, unpair,
+# reset), loaded by kh/app/commands.py for one operation and unloaded after it. Each is
+# op_<name with "." as "_">(commands, app_id, msg) -> the response dict.
+from micropython import const
+
+from kh.app.commands import AppError, _need, _store
+from kh.store import files
+
+_MAX_LOG_LINES = const(100)
+_IDENTITY = "device.json"  # kh/session/device.py
+
+
+async def op_wifi(c, app_id, msg):
+    ssid = _need(msg, "ssid", str)
+    pw = msg.get("password", "")
+    if not isinstance(pw, str) or not 0 < len(ssid) <= 32 or len(pw) > 64:
+        raise AppError("bad_request", "ssid must be 1-32 characters and password at most 64")
+    _store(c.ctx.config.set_wifi, ssid, pw)
+    c.ctx.net.connect(ssid, pw)
+    return {"stored": True}
+
+
+async def op_time(c, app_id, msg):
+    unix = _need(msg, "unix", int)
+    if unix < 1700000000:
+        raise AppError("bad_request", "unix time %d is before 2023; send the current time" % unix)
+    c.ctx.clock.set(unix)
+    return {"clock": c.ctx.clock.now()}
+
+
+async def op_trust_add(c, app_id, msg):
+    import binascii
+    try:
+        der = binascii.a2b_base64(_need(msg, "der", str))
+        return {"id": c.ctx.trust.add(der)}
+    except ValueError as e:
+        raise AppError("bad_request", "der: not a base64 DER certificate (%s)" % e)
+
+
+async def op_trust_remove(c, app_id, msg):
+    return {"removed": c.ctx.trust.remove(_need(msg, "root", str))}
+
+
+async def op_trust_list(c, app_id, msg):
+    return {"roots": c.ctx.trust.list()}
+
+
+async def op_log(c, app_id, msg):
+    n = msg.get("lines", 20)
+    if not isinstance(n, int) or n < 1:
+        n = 20
+    return {"lines": c.ctx.log.tail(min(n, _MAX_LOG_LINES))}
+
+
+def _admin(c, app_id, what):
+    if not c.ctx.device.is_admin(app_id):
+        raise AppError("forbidden", "only the admin app (the one paired with the setup code) may " + what)
+
+
+async def op_pairing_open(c, app_id, msg):
+    _admin(c, app_id, "let another app pair")
+    secs = msg.get("seconds", 300)
+    if not isinstance(secs, int) or not 10 <= secs <= 3600:
+        raise AppError("bad_request", "seconds must be from 10 to 3600")
+    return {"code": c.ctx.device.open_pairing_window(secs), "seconds": secs}
+
+
+async def op_pairing_list(c, app_id, msg):
+    return {"apps": c.ctx.device.pairings(), "you": app_id}
+
+
+async def op_pairing_remove(c, app_id, msg):
+    target = _need(msg, "app_id", str)
+    if target != app_id:
+        _admin(c, app_id, "remove another app's pairing")
+    removed = c.ctx.device.remove_pairing(target)
+    if removed and target == app_id and c.on_unpair:
+        c.on_unpair(app_id)
+    return {"removed": removed}
+
+
+async def op_unpair(c, app_id, msg):
+    c.ctx.device.remove_pairing(app_id)
+    c.ctx.log.add("app", "unpaired")
+    if c.on_unpair:
+        c.on_unpair(app_id)
+    return {}
+
+
+async def op_reset(c, app_id, msg):
+    if msg.get("confirm") != "reset":
+        raise AppError("bad_request", "a factory reset needs confirm: \"reset\"")
+    _admin(c, app_id, "reset the device")
+    c.abort()
+    c.ctx.trust.clear_added()
+    c.ctx.device.factory_reset()
+    # Everything under the data root goes (rules, tokens, Wi-Fi, pairings, settings) but the
+    # device's identity file: its id and setup code are printed on its label.
+    for name in files.listdir(c.ctx.root):
+        if name != _IDENTITY:
+            files.rmtree(c.ctx.root + "/" + name)
+    c.ctx.log.add("app", "factory reset")
+    if c.on_reset:
+        c.on_reset()
+    return {}
