@@ -7,6 +7,10 @@ the radio model's `packets_per_event * (MTU - 3) / interval` bytes per second, a
 figure is the record bytes the push wrote divided by its wall time, as a share of capacity.
 Heap: `mem_alloc` after a collection, idle with BLE active; the peak is the smallest
 `micropython -X heapsize` at which a device boots, takes the 20-rule push and fires a rule.
+Both heap figures are reported by the device inside a session, so they include the connection's
+code (channel, commands); the pairing crypto is unloaded after onboarding, the rule validator
+after the push, and the request engine is loaded by the first fire (it stays until a pairing).
+bench_size.py has the heap with no app connected.
 """
 
 from __future__ import annotations

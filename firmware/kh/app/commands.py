@@ -1,6 +1,7 @@
 # App layer: the operations a paired app may give (firmware/PROTOCOL.md section 6).
 # `Commands.handle(app_id, msg)` returns the response dict; it never raises on hostile input.
-# Everything the device holds is reached through `ctx`, built by main.py:
+# The rare operations are in kh/app/admin.py, loaded for one operation at a time.
+# Everything the device holds is reached through `ctx`, built by kh/app/main.py:
 #   ctx.device  kh.session.device.Device    pairings, setup code, identity
 #   ctx.rules   kh.store.rules store        rules, atomic puts, metadata
 #   ctx.queue   kh.engine.queue             fires rules in order, with retries

@@ -55,7 +55,7 @@ class Device:
             self._pairings.clear()
         self.limit = RateLimit(self._clock)
         self._window = None  # (one-time code, expiry in clock ms)
-        # the buffer received records are assembled in (main.py gives it to the GATT layer) and
+        # the buffer received records are assembled in (kh/app/main.py gives it to the GATT layer) and
         # frames decrypted in, now, while the heap is young, rather than in the first session
         # (the pairing crypto is loaded by the channel when a pairing starts, and unloaded after)
         self.frame_buf = bytearray(_MAX_RECORD)
