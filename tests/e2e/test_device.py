@@ -321,3 +321,55 @@ def test_time_and_trust_store_commands(paired, keystore, tmp_path, pki, https):
     ok = json.loads(cli("trigger", dev.address, "ca2", "--json", radio=dev.radio, config=cfg).stdout)
     assert ok["status"] == 200
     assert [r.target for r in https.requests] == ["/ca2"]
+
+
+def _flash_files(state) -> dict[str, bytes]:
+    """Every file in the simulated device's littlefs flash image, read by littlefs-python."""
+    from littlefs import LittleFS
+    from littlefs.context import UserContext
+
+    from keyhook.build import lfs_config
+
+    img = (state / "flash.img").read_bytes()
+    ctx = UserContext(len(img))
+    ctx.buffer[:] = img
+    fs = LittleFS(context=ctx, mount=True, **lfs_config(len(img), 4096))
+    out = {}
+    for root, _dirs, names in fs.walk("/"):
+        for n in names:
+            path = root.rstrip("/") + "/" + n
+            with fs.open(path, "rb") as f:
+                out[path] = f.read()
+    return out
+
+
+def test_refresh_token_rule_rotates_and_its_state_goes_with_the_rule(paired, keystore, pki):
+    from keyhook.tokenserver import TokenServer
+
+    dev = paired
+    with TokenServer(refresh_token="rt-first", rotate=True, expires_in=3600,
+                     certfile=pki.leaf.chain_path, keyfile=pki.leaf.key_path) as idp:
+        rule = hook("oauth", idp.resource_url, "TlsPinnedCertificate", pinnedCertificate=pki.intermediate.pem,
+                    authentication={"apiAuthenticationType": "OAuth2IssuedRefreshToken", "refreshToken": "rt-first",
+                                    "tokenEndpoint": idp.token_url, "clientId": "keyhook-e2e"})
+
+        async def push_fire():
+            async with client(dev, keystore) as d:
+                await d.put_rules([rule])
+                return await d.trigger("oauth"), await d.log(5)
+        result, log = run(push_fire())
+        assert result["status"] == 200
+        assert "rt-first" not in json.dumps(log)
+        rotated = idp.issued_refresh_tokens[-1]
+        assert rotated != "rt-first"
+        dev.stop()
+        state = [v for k, v in _flash_files(dev.state).items() if "/oauth-" in k]
+        assert len(state) == 1 and rotated.encode() in state[0]  # stored durably, on flash
+        dev.start()
+
+        async def delete():
+            async with client(dev, keystore) as d:
+                return await d.delete_rule("oauth")
+        assert run(delete())
+        dev.stop()
+        assert not [k for k in _flash_files(dev.state) if "/oauth-" in k]  # the retired chain is gone

@@ -52,6 +52,13 @@ class Commands:
         self._stage = None
         self._txn = None
 
+    def _changed(self, result):
+        # Rules changed: drop the token state that no rule uses any more.
+        engine = getattr(self.ctx, "engine", None)
+        if engine is not None:
+            engine.prune_tokens()
+        return result
+
     async def handle(self, app_id, msg):
         rid = msg.get("id") if isinstance(msg, dict) else None
         try:
@@ -108,7 +115,7 @@ class Commands:
         }
 
     async def op_rules_put(self, app_id, msg):
-        return {"stored": _store(self.ctx.rules.put, _need(msg, "rules", list))}
+        return {"stored": self._changed(_store(self.ctx.rules.put, _need(msg, "rules", list)))}
 
     async def op_rules_begin(self, app_id, msg):
         self.abort()
@@ -139,13 +146,13 @@ class Commands:
             raise
         if msg.get("commit") is True:
             stage, self._stage, self._txn = self._stage, None, None
-            return {"stored": _store(stage.commit)}
+            return {"stored": self._changed(_store(stage.commit))}
         return {"staged": staged, "txn": self._txn[0]}
 
     async def op_rules_commit(self, app_id, msg):
         self._check_txn(app_id, msg)
         stage, self._stage, self._txn = self._stage, None, None
-        return {"stored": _store(stage.commit)}
+        return {"stored": self._changed(_store(stage.commit))}
 
     async def op_rules_list(self, app_id, msg):
         return {"rules": self.ctx.rules.list_meta()}
@@ -154,7 +161,7 @@ class Commands:
         name = _need(msg, "functionName", str)
         if self.ctx.rules.get(name) is None:
             return {"deleted": False}
-        _store(self.ctx.rules.delete, name)
+        self._changed(_store(self.ctx.rules.delete, name))
         return {"deleted": True}
 
     async def op_trigger(self, app_id, msg):

@@ -72,6 +72,26 @@ class Engine:
             self._env = Env(trust_dir=self._dirs[0], state_dir=self._dirs[1], max_body=self._body)
         return await fire(rule, self._env)
 
+    def prune_tokens(self):
+        # After rules change: the token state of refresh chains that no stored rule uses any
+        # more is deleted (a retired refresh token must not linger on flash).
+        from kh.store import rules
+
+        loaded = "kh.oauth.tokens" in sys.modules
+        try:
+            if self._env is not None:
+                tokens = self._env.tokens
+            else:
+                from kh.oauth.tokens import Tokens
+
+                tokens = Tokens(self._dirs[1])
+            tokens.prune(r["definition"] for r in (rules.get(n) for n in rules.names()) if r)
+        except (ImportError, OSError, ValueError, KeyError, TypeError):
+            pass  # best effort: the next change tries again
+        finally:
+            if not loaded and self._env is None:
+                kh.unload("kh.oauth.tokens")
+
     def close(self):
         # before pairing: the kept connection, the Env and the engine's code all go (the
         # next fire loads them again; token cache and CA hints are on the store)
@@ -136,6 +156,7 @@ class Keyhook:
         ctx.log = self.log
         ctx.config = config
         ctx.trust = TrustEdits(info["certs"], root)
+        ctx.engine = self.env
         ctx.net = wifi
         ctx.clock = clock
         ctx.name = info.get("device_name") or (info.get("name_prefix") or "keyhook-") + self.device.device_id[-6:]
