@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from benchkit import smallest  # tests/bench/ is on the path (run.py, or running the file)
+
 import http.client
 import json
 import ssl
@@ -196,19 +198,6 @@ def _heap_ok(script: Path, args: list[str], mpy: Path, heap: int, cwd: Path) -> 
         return False
 
 
-def _bisect(ok, lo: int = 4096, hi: int = 196608) -> int | None:
-    """Smallest heap (256-byte steps) for which ok(heap) holds, or None if even hi fails."""
-    if not ok(hi):
-        return None
-    while hi - lo > 256:
-        mid = (lo + hi) // 2 // 256 * 256
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
 def _heap_rows(tmp: Path, pki, trust: Path) -> list[dict]:
     """Every level, and an OAuth refresh with a rotated refresh token stored durably, in the
     smallest heap; firmware cross-compiled to .mpy. Two references split the figure: the same
@@ -264,9 +253,9 @@ def _heap_rows(tmp: Path, pki, trust: Path) -> list[dict]:
                 if ts:
                     ts.stop()
 
-        full = _bisect(lambda h: trial("fire", h))
-        base = _bisect(lambda h: trial("base", h))
-        imports = _bisect(lambda h: trial("imports", h))
+        full = smallest(lambda h: trial("fire", h), 4096, 196608)
+        base = smallest(lambda h: trial("base", h), 4096, 196608)
+        imports = smallest(lambda h: trial("imports", h), 4096, 196608)
     finally:
         rx_tls.stop()
         rx_plain.stop()

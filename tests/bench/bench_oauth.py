@@ -4,6 +4,8 @@ modules loaded as .mpy; and the cost of a cached header against a refresh (conte
 
 from __future__ import annotations
 
+from benchkit import smallest  # tests/bench/ is on the path (run.py, or running the file)
+
 import json
 import shutil
 import subprocess
@@ -76,16 +78,7 @@ def _try(script: Path, mpy: Path, heap: int, cwd: Path) -> dict | None:
 
 def _smallest(script: Path, mpy: Path, cwd: Path) -> int | None:
     """Smallest -X heapsize (256-byte steps) at which the script succeeds."""
-    lo, hi = 2048, 65536
-    if _try(script, mpy, hi, cwd) is None:
-        return None
-    while hi - lo > 256:
-        mid = (lo + hi) // 2 // 256 * 256
-        if _try(script, mpy, mid, cwd):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return smallest(lambda h: _try(script, mpy, h, cwd), 2048, 65536)
 
 
 def _fire_heaps(mpy: Path, tmp: Path) -> dict[str, int | None]:
@@ -126,23 +119,11 @@ def _fire_heaps(mpy: Path, tmp: Path) -> dict[str, int | None]:
                                        "--state", str(state)], heapsize=heap, firmware=mpy, timeout=60)
                 return p.returncode == 0
 
-            out[name] = _bisect(ok, 8192, 262144)
+            out[name] = smallest(ok, 8192, 262144, step=512)
         return out
     finally:
         for s in servers:
             s.stop()
-
-
-def _bisect(ok, lo: int, hi: int) -> int | None:
-    if not ok(hi):
-        return None
-    while hi - lo > 512:
-        mid = (lo + hi) // 2 // 256 * 256
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
 
 
 def run() -> list[dict]:

@@ -10,6 +10,8 @@ the request engine, rule validation, trust edits) is imported when needed and un
 
 from __future__ import annotations
 
+from benchkit import smallest  # tests/bench/ is on the path (run.py, or running the file)
+
 import json
 import os
 import sys
@@ -160,14 +162,8 @@ def _memory(tmp: Path) -> list[dict]:
                      "ratio": round(idle["alloc"] / (esp.memory["gc_heap_kib"] * 1024), 2),
                      "goal": f"<= {esp.memory['idle_heap_budget_kib']} KiB on the ESP32",
                      "met": idle["alloc"] <= esp.memory["idle_heap_budget_kib"] * 1024})
-    lo, hi = 32, 2048  # KiB: does not boot at lo (assumed), boots at hi
-    if boots(hi, "hi"):
-        while hi - lo > 8:
-            mid = (lo + hi) // 2
-            if boots(mid, f"h{mid}"):
-                hi = mid
-            else:
-                lo = mid
+    hi = smallest(lambda k: boots(k, f"h{k}"), 32, 2048, step=8)  # KiB
+    if hi is not None:
         rows.append({"figure": "unix (x64): smallest GC heap the firmware boots in (from .mpy)", "value": hi,
                      "unit": "KiB", "reference": f"{esp.memory['gc_heap_kib']} KiB (ESP32 initial GC heap)",
                      "ratio": round(hi / esp.memory["gc_heap_kib"], 2)})

@@ -5,6 +5,8 @@ without the put. Also the flash writes and wall time of that put, and its power-
 
 from __future__ import annotations
 
+from benchkit import smallest  # tests/bench/ is on the path (run.py, or running the file)
+
 import json
 import subprocess
 import sys
@@ -107,16 +109,10 @@ def _runs(script: Path, heap: int, fw: Path, cwd: Path) -> dict | None:
 
 
 def _min_heap(script: Path, fw: Path, cwd: Path) -> int:
-    lo, hi = 2048, 512 * 1024
-    if _runs(script, hi, fw, cwd) is None:
-        raise RuntimeError(f"{script.name} fails even with a {hi} byte heap")
-    while hi - lo > 256:
-        mid = (lo + hi) // 2
-        if _runs(script, mid, fw, cwd) is not None:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    found = smallest(lambda h: _runs(script, h, fw, cwd) is not None, 2048, 512 * 1024)
+    if found is None:
+        raise RuntimeError(f"{script.name} fails even with a {512 * 1024} byte heap")
+    return found
 
 
 def run() -> list[dict]:
