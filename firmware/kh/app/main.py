@@ -19,6 +19,7 @@ _PAIR_REQ = const(0x01)
 _PAIR_B = const(0x03)
 _MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
 # the request engine; kh.http.resolve (with its hooks), url and errors stay
+_NTP_RETRY_MS = const(60000)
 _ENGINE_MODULES = ("kh.engine.fire", "kh.http.client", "kh.http.conn", "kh.http.response", "kh.http.tlspolicy",
                    "kh.http.tlsfail", "kh.http.der", "kh.http.trust", "kh.oauth.tokens", "kh.oauth.grant",
                    "kh.oauth.why")
@@ -252,11 +253,31 @@ class Keyhook:
             n = self.queue.event("button:boot")
             self.log.add("button", note="pressed") if n == 0 else None
 
+    async def clock(self):
+        # TLS needs the date. Until an app sets the clock (`time`), try NTP once Wi-Fi is up,
+        # at most once a minute. A port whose clock is already right (unix) never gets here.
+        from kh.app import clock
+        from kh.engine import wifi
+
+        while not clock.is_set():
+            if wifi.connected():
+                try:
+                    import ntptime  # ESP32 firmware ships it; blocking, with its own 1 s time-out
+
+                    ntptime.settime()
+                    self.log.add("clock", note="ntp_set")
+                except ImportError:
+                    return
+                except (OSError, OverflowError):
+                    pass
+            await asyncio.sleep_ms(_NTP_RETRY_MS)
+
     async def run(self):
         self.gatt.advertise(self.device.paired())
         print("keyhook %s (%s) advertising as %s" % (kh.VERSION, self.device.device_id, self.name))
         asyncio.create_task(self.queue.run())
         asyncio.create_task(self.button())
+        asyncio.create_task(self.clock())
         await self.gatt.run()
 
 
