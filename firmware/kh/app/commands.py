@@ -7,7 +7,8 @@
 #   ctx.queue   kh.engine.queue             fires rules in order, with retries
 #   ctx.log     kh.engine.log               redacted log ring
 #   ctx.config  kh.store.config             Wi-Fi credentials, settings
-#   ctx.trust   kh.http.truststore          DER roots on the store
+#   ctx.trust   trust.* edits               DER roots on the store (kh.http.trustedit)
+#   ctx.engine  the request engine          prune_tokens() after rules change
 #   ctx.net     network adapter (connect(ssid, pw), status())
 #   ctx.clock   kh.app.clock
 #   ctx.name    the advertised name
@@ -17,7 +18,6 @@ import json
 from micropython import const
 
 from kh import VERSION
-from kh.store import files
 
 _TRIGGER_WAIT_MS = const(15000)  # the app waits longer (keyhook.device.TRIGGER_TIMEOUT_S)
 
