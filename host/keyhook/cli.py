@@ -18,6 +18,7 @@ from keyhook import KeyhookError, __version__
     "--radio",
     envvar="KEYHOOK_RADIO",
     type=click.Path(file_okay=False),
+    metavar="PATH",
     default=None,
     help="Use the virtual radio directory PATH (simulated devices) instead of the Bluetooth adapter.",
 )
