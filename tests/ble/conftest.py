@@ -15,6 +15,7 @@ import pytest
 
 from keyhook import mp
 from keyhook.sim import radio as vr
+from keyhook.sim.device import stop_process
 
 TESTS = Path(__file__).resolve().parents[1]
 MP_HELPERS = TESTS / "mp"
@@ -97,13 +98,8 @@ class SimDevice:
         return self.ready.get("address") or vr.address_for_state(self.state)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from keyhook import mp
 from keyhook.sim import radio as vradio
+from keyhook.sim.device import stop_process as stop  # bootimage.stop(proc) ends a booted device
 
 MARK = "KEYHOOK-BOOT "
 
@@ -82,12 +83,3 @@ def boot(image: Path, workdir: Path, radio: Path, blocks: int, heapsize: int | N
         done.wait(0.1)
     return proc, found, lines
 
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)

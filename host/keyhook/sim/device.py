@@ -23,6 +23,17 @@ SETUP_CODE_RE = re.compile(r"setup code (\d{8})")
 ADVERTISING_RE = re.compile(r"advertising as (\S+)")
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """End a simulated device's process: SIGTERM, then SIGKILL if it has not gone in `grace_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class SimDevice:
     """Start, watch, restart and stop one simulated device."""
 
@@ -97,13 +108,8 @@ class SimDevice:
 
     def stop(self) -> None:
         """Power off (the process is ended; what was written to flash stays)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            stop_process(self.proc)
         if self._reader:
             self._reader.join(5)
 
