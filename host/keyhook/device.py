@@ -78,13 +78,13 @@ class DeviceClient:
                 raise KeyhookError(f"rule {r.get('functionName')!r} is {size} bytes; one rule may be at most "
                                    f"{MESSAGE_BUDGET}", hint="shorten its body or headers")
         batches: list[list[dict]] = [[]]
-        used = 0
+        batch_bytes = [0]  # JSON bytes of each batch, for progress
         for r, size in zip(rules, sizes):
-            if batches[-1] and used + size + 1 > MESSAGE_BUDGET:
+            if batches[-1] and batch_bytes[-1] + size + 1 > MESSAGE_BUDGET:
                 batches.append([])
-                used = 0
+                batch_bytes.append(0)
             batches[-1].append(r)
-            used += size + 1
+            batch_bytes[-1] += size + 1
         total = sum(sizes)
         if len(batches) == 1:
             reply = await self.request("rules.put", rules=rules)
@@ -98,7 +98,7 @@ class DeviceClient:
             last = i == len(batches) - 1
             reply = await self.request("rules.stage", txn=txn, rules=batch, commit=last)
             txn = reply.get("txn", txn)
-            done += sum(len(json.dumps(r, separators=(",", ":"))) for r in batch)
+            done += batch_bytes[i] - len(batch)  # the sizes, without the separators
             if progress:
                 progress(done, total)
         return reply["stored"]

@@ -367,6 +367,15 @@ def test_refresh_token_rule_rotates_and_its_state_goes_with_the_rule(paired, key
         assert len(state) == 1 and rotated.encode() in state[0]  # stored durably, on flash
         dev.start()
 
+        async def unrelated_change():
+            async with client(dev, keystore) as d:
+                await d.put_rules([hook("other", "http://127.0.0.1:9/x", "AllowHttp")])
+        run(unrelated_change())
+        dev.stop()
+        state = [v for k, v in _flash_files(dev.state).items() if "/oauth-" in k]
+        assert len(state) == 1 and rotated.encode() in state[0]  # a rule still uses it: kept
+        dev.start()
+
         async def delete():
             async with client(dev, keystore) as d:
                 return await d.delete_rule("oauth")

@@ -86,7 +86,11 @@ class Engine:
                 from kh.oauth.tokens import Tokens
 
                 tokens = Tokens(self._dirs[1])
-            tokens.prune(r["definition"] for r in (rules.get(n) for n in rules.names()) if r)
+            defs = rules.definitions("OAuth2IssuedRefreshToken")
+            try:
+                tokens.prune(defs)
+            finally:
+                defs.close()  # the rules file closes now, whatever prune did
         except (ImportError, OSError, ValueError, KeyError, TypeError):
             pass  # best effort: the next change tries again
         finally:

@@ -141,6 +141,14 @@ def get(name):
     return None
 
 
+def definitions(auth=None):
+    # Each stored rule's definition in one pass, one in RAM at a time; with `auth`, only the
+    # rules of that authentication type (the headers say which: the others are not parsed).
+    for head, _, f, start in _entries():
+        if auth is None or head["a"] == auth:
+            yield _read_rule(f, start, head["s"]).get("definition")
+
+
 def _head(name):
     it = _entries()
     try:
