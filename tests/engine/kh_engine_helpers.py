@@ -64,11 +64,11 @@ class Batch:
 
     def run(self, jobs: list[dict], *, trust_dir: Path | None = None, state_dir: Path | None = None,
             resolve: dict | None = None, pool_size: int = 1, heapsize: int | None = None,
-            timeout: float = 120, firmware: Path | None = None) -> list[dict]:
+            timeout: float = 120, firmware: Path | None = None, fault: dict | None = None) -> list[dict]:
         self.n += 1
         cfg = {"trust_dir": str(trust_dir) if trust_dir else None,
                "state_dir": str(state_dir) if state_dir else None,
-               "resolve": resolve or {}, "pool_size": pool_size, "jobs": jobs}
+               "resolve": resolve or {}, "pool_size": pool_size, "jobs": jobs, "fault": fault}
         path = self.tmp_path / f"jobs{self.n}.json"
         path.write_text(json.dumps(cfg))
         proc = mp.run_micropython(MP_DIR / "khbatch.py", [str(path)], heapsize=heapsize, timeout=timeout,

@@ -22,6 +22,27 @@ from kh import VERSION
 _TRIGGER_WAIT_MS = const(15000)  # the app waits longer (keyhook.device.TRIGGER_TIMEOUT_S)
 
 
+def _heap():
+    # The GC heap in bytes: size, free now, the largest block one allocation can still get
+    # (found by trying: MicroPython has no call that returns it; mem_info() only prints it),
+    # and the lowest free seen since boot (kh.heap_mark).
+    import kh
+
+    kh.heap_mark()
+    free = gc.mem_free()
+    lo, hi = 0, free
+    while hi - lo > 64:
+        mid = (lo + hi) // 2
+        try:
+            b = bytearray(mid)
+            b = None
+            lo = mid
+        except MemoryError:
+            hi = mid
+    gc.collect()
+    return {"size": free + gc.mem_alloc(), "free": free, "largest_free": lo, "lowest_free": kh.low_free}
+
+
 class AppError(Exception):
     def __init__(self, code, message):
         super().__init__(code, message)
@@ -78,7 +99,8 @@ class Commands:
             return {"id": rid, "ok": False, "error": e.code, "message": e.message}
         except MemoryError:
             gc.collect()
-            return {"id": rid, "ok": False, "error": "internal", "message": "out of memory; send fewer rules at once"}
+            return {"id": rid, "ok": False, "error": "memory",
+                    "message": "the device ran out of memory (a rules change is all or nothing); try again, or send fewer rules at once"}
         except Exception as e:  # a bug must not kill the session task; report its type only
             self.ctx.log.add("app", "internal error " + type(e).__name__)
             return {"id": rid, "ok": False, "error": "internal", "message": type(e).__name__}
@@ -108,6 +130,7 @@ class Commands:
             "device_id": ctx.device.device_id,
             "mem_free": gc.mem_free(),
             "mem_alloc": gc.mem_alloc(),
+            "heap": _heap(),
             "clock": ctx.clock.now() if ctx.clock.is_set() else None,
             "wifi": ctx.net.status(),
             "rules": ctx.rules.count(),

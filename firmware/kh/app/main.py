@@ -71,7 +71,10 @@ class Engine:
 
         if self._env is None:
             self._env = Env(trust_dir=self._dirs[0], state_dir=self._dirs[1], max_body=self._body)
-        return await fire(rule, self._env)
+        try:
+            return await fire(rule, self._env)
+        finally:
+            kh.heap_mark()
 
     def prune_tokens(self):
         # After rules change: the token state of refresh chains that no stored rule uses any
@@ -198,6 +201,7 @@ class Keyhook:
         self.gatt.advertise(self.device.paired())
 
     async def _on_record(self, record):
+        kh.heap_mark()
         ch = self.channel
         if ch is None:
             return
@@ -216,6 +220,7 @@ class Keyhook:
                 sealed = ch.seal({"id": response.get("id"), "ok": False, "error": "too_large",
                                   "message": "the answer does not fit one message; ask for less"})
             await self.gatt.send(sealed)
+        kh.heap_mark()
         if ch.closed or self._end:
             self._end = False
             self.gatt.disconnect()
@@ -276,12 +281,18 @@ class Keyhook:
                     pass
             await asyncio.sleep_ms(_NTP_RETRY_MS)
 
+    async def heap_watch(self):
+        while True:
+            kh.heap_mark()
+            await asyncio.sleep_ms(1000)
+
     async def run(self):
         self.gatt.advertise(self.device.paired())
         print("keyhook %s (%s) advertising as %s" % (kh.VERSION, self.device.device_id, self.name))
         asyncio.create_task(self.queue.run())
         asyncio.create_task(self.button())
         asyncio.create_task(self.clock())
+        asyncio.create_task(self.heap_watch())
         await self.gatt.run()
 
 

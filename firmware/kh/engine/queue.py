@@ -12,7 +12,7 @@
 # oldest entry is dropped (with a log line) when a new one arrives at a full queue.
 #
 # Retries: network failures only (RETRY_CODES: connect, dns, timeout, reset, closed, io, and
-# no Wi-Fi), with exponential back-off (backoff_ms, doubling, at most backoff_max_ms) and at
+# no Wi-Fi), and a fire that ran out of memory (after a collection the next try may fit), with exponential back-off (backoff_ms, doubling, at most backoff_max_ms) and at
 # most `attempts` tries. Never retried: TLS verification, insecure_remote, invalid definitions,
 # token endpoint failures, any HTTP status but 502/503/504 (a 4xx is the server's answer; a
 # 500 may mean the server acted). A POST or PATCH whose request was already sent is not retried
@@ -31,7 +31,7 @@ from micropython import const
 
 from kh.engine import log as _log
 
-RETRY_CODES = ("connect", "dns", "timeout", "reset", "closed", "io", "no_network")
+RETRY_CODES = ("connect", "dns", "timeout", "reset", "closed", "io", "no_network", "memory")
 RETRY_STATUS = (502, 503, 504)   # 503 always; 502 and 504 like a network failure after sending
 _IDEMPOTENT = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
 _OUTCOMES = const(8)

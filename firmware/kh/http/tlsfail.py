@@ -7,6 +7,9 @@ from kh.http.errors import FireError
 _M_CA = const(0)  # the modes of kh.http.tlspolicy.Check
 _M_PIN_CA = const(1)
 _ERR_CA_CHAIN_REQUIRED = const(-0x7680)
+# mbedTLS's allocation failures (ssl.h, x509.h, ecp.h, bignum.h, pk.h, cipher.h, md.h): memory,
+# never a verdict on the server
+_ERR_ALLOC = (-0x7F00, -0x2880, -0x4D80, -0x0010, -0x3F80, -0x6180, -0x5180)
 _YEAR_CLOCK_SET = const(2024)
 
 
@@ -14,6 +17,13 @@ def classify(chk, e):
     # an exception from the handshake -> FireError with a stable code
     if isinstance(e, FireError):
         return e
+    # first: a failed allocation (in the verify callback, or in mbedTLS) says nothing about the
+    # server's certificate, whatever else the handshake saw
+    if chk.error == "memory" or isinstance(e, MemoryError) or \
+            (isinstance(e, OSError) and e.args and e.args[0] in _ERR_ALLOC):
+        return FireError("memory", "out of memory during the TLS handshake; nothing was sent")
+    if chk.error:
+        return FireError("internal", "the certificate check failed inside the device")
     if chk.pin_rejected:
         return FireError("tls_pin_mismatch", "the server's certificate is not the pinned one")
     text = str(e.args[0]) if e.args else ""

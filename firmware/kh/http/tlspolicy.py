@@ -53,20 +53,30 @@ class Check:
         self.error = None
 
     def _cb(self, cert, depth):
+        # Runs inside mbedTLS: an exception here would unwind through its C frames, and a
+        # failed allocation must never read as a verdict on the certificate. So nothing
+        # escapes: a MemoryError marks the check "memory" and aborts the handshake.
         try:
             if self.top_issuer is None:
-                self.top_issuer = name_hash(_der.names(cert)[0])
-        except ValueError:
-            self.top_issuer = ""
-        if depth == 0:
-            self.leaf_seen = True
-            if self.mode == _M_PIN_LEAF:
-                if bytes(cert) == self.pin:
-                    self.pin_ok = True
-                else:
-                    self.pin_rejected = True
-                    return _REJECT
-        return 0
+                try:
+                    self.top_issuer = name_hash(_der.names(cert)[0])
+                except ValueError:
+                    self.top_issuer = ""
+            if depth == 0:
+                self.leaf_seen = True
+                if self.mode == _M_PIN_LEAF:
+                    if cert == self.pin:  # memoryview against bytes: compared in place
+                        self.pin_ok = True
+                    else:
+                        self.pin_rejected = True
+                        return _REJECT
+            return 0
+        except MemoryError:
+            self.error = "memory"
+        except Exception:
+            self.error = "internal"
+        self.pin_ok = False
+        return _REJECT
 
     def context(self, roots_hash=None):
         # roots_hash: for TlsWithCACheck, which trust-store name to load (None: the hint, if any)
@@ -95,6 +105,9 @@ class Check:
 
     def may_write(self):
         # after the handshake, before the first byte: the pin flag
+        if self.error:
+            from kh.http import tlsfail
+            raise tlsfail.classify(self, None)
         if self.mode == _M_PIN_LEAF and not self.pin_ok:
             raise FireError("tls_pin_mismatch", "the server's certificate is not the pinned one")
         return True

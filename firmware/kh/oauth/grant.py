@@ -161,4 +161,12 @@ async def redeem(definition, auth, url, refresh_token, post_form):
     except OSError as e:
         raise _fail("unreachable", ("OSError", e.args[0] if e.args else "?"))
     body = None
-    return parse(status, answer)
+    try:
+        return parse(status, answer)
+    except MemoryError:
+        # The answer may hold a rotated refresh token that the server will not give again:
+        # collect (the request's buffers are garbage now) and read it once more.
+        import gc
+
+        gc.collect()
+        return parse(status, answer)

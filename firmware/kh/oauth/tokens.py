@@ -200,7 +200,18 @@ class Tokens:
             elif held:
                 entry["rt"] = held
             try:
-                self._save(entry)
+                try:
+                    self._save(entry)
+                except MemoryError:
+                    # a rotated token must reach flash: collect and write once more
+                    import gc
+
+                    gc.collect()
+                    self._save(entry)
+            except MemoryError:
+                if rotated:
+                    self._ram[fp] = {"fp": fp, "rt": new_rt}  # the next fire redeems it
+                raise
             except OSError as err:
                 if rotated:
                     # Keep the new chain in RAM, but do not use a token that is not durable.

@@ -93,8 +93,15 @@ def info(ctx: click.Context, address: str, as_json: bool) -> None:
 
     def human(i):
         t = Table(show_header=False)
-        for k in ("name", "device_id", "firmware", "mem_free", "clock", "wifi", "rules", "pairings"):
+        for k in ("name", "device_id", "firmware", "clock", "wifi", "rules", "pairings"):
             t.add_row(k, json.dumps(i.get(k)) if isinstance(i.get(k), dict) else str(i.get(k)))
+        heap = i.get("heap")
+        if isinstance(heap, dict):
+            t.add_row("heap", "{:.1f} KiB, {:.1f} KiB free, largest free block {:.1f} KiB, lowest free since "
+                      "boot {:.1f} KiB".format(*(float(heap.get(k) or 0) / 1024 for k in
+                                                   ("size", "free", "largest_free", "lowest_free"))))
+        else:
+            t.add_row("mem_free", str(i.get("mem_free")))
         out.print(t)
     _emit(as_json, data, human)
 

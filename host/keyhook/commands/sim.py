@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from keyhook.sim.code import FORMS
 from keyhook.sim.device import run_forever
 
 
@@ -15,11 +16,19 @@ from keyhook.sim.device import run_forever
 @click.option("--name", default=None, help="Advertised name (default keyhook-XXXXXX).")
 @click.option("--certs", default=None, type=click.Path(file_okay=False),
               help="Trust store directory (DER roots as `keyhook build` writes them).")
+@click.option("--code", "code", type=click.Choice(FORMS), default="mpy", show_default=True,
+              help="How the firmware's code is held: .py source, .mpy files on the file system "
+                   "(bytecode in the GC heap), or a ROMFS image run in place.")
+@click.option("--heap", "heap", type=click.IntRange(16, 65536), default=None, metavar="KIB",
+              help="GC heap the firmware may use, in KiB (the interpreter's -X heapsize; with "
+                   "--code romfs the image's size is added, standing for flash). "
+                   "KEYHOOK_MICROPYTHON picks the interpreter, e.g. a 32-bit build.")
 @click.pass_context
-def sim(ctx: click.Context, state: str, name: str | None, certs: str | None) -> None:
+def sim(ctx: click.Context, state: str, name: str | None, certs: str | None, code: str,
+        heap: int | None) -> None:
     """Run a simulated device on the virtual radio (--radio, default ./keyhook-radio).
 
     While unpaired it prints its setup code, as a real device does on its serial console.
     """
     radio = (ctx.find_root().obj or {}).get("radio") or "keyhook-radio"
-    sys.exit(run_forever(radio, state, name, certs))
+    sys.exit(run_forever(radio, state, name, certs, code=code, heap_kib=heap))

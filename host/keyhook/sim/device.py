@@ -17,6 +17,7 @@ from pathlib import Path
 from keyhook import KeyhookError, mp
 from keyhook.paths import FIRMWARE
 from keyhook.sim import radio as vradio
+from keyhook.sim.code import Code
 
 RESET_EXIT_CODE = 75  # boards/unix/machine.py: machine.reset() ends the process with it
 SETUP_CODE_RE = re.compile(r"setup code (\d{8})")
@@ -39,14 +40,23 @@ class SimDevice:
 
     def __init__(self, radio: str | os.PathLike, state: str | os.PathLike, *, name: str | None = None,
                  certs: str | os.PathLike | None = None, heapsize: int | None = None,
-                 echo: bool = False, firmware: str | os.PathLike | None = None) -> None:
+                 echo: bool = False, firmware: str | os.PathLike | None = None,
+                 code: Code | None = None, heap_kib: int | None = None) -> None:
+        """`firmware`: a tree to run (source, or `.mpy` modules); `code` instead: a prepared code
+        form (`keyhook.sim.code.prepare`). `heap_kib`: the GC heap the firmware may use, in KiB;
+        with a ROMFS image the image's size is added (it stands for flash). `heapsize`: the raw
+        `-X heapsize` in bytes (used when `heap_kib` is not given)."""
         self.radio = Path(radio)
         self.state = Path(state)
         self.name = name
         self.certs = Path(certs) if certs else None
-        self.heapsize = heapsize
         self.echo = echo
         self.firmware = Path(firmware) if firmware else FIRMWARE  # e.g. a tree of .mpy modules
+        self.code = code or Code("source" if firmware is None else "mpy", self.firmware, self.firmware / "main.py")
+        self.firmware = self.code.firmware
+        if heap_kib is not None:
+            heapsize = heap_kib * 1024 + self.code.image_size
+        self.heapsize = heapsize
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -61,12 +71,13 @@ class SimDevice:
         self.state.mkdir(parents=True, exist_ok=True)
         env = mp.micropython_env(firmware=self.firmware)
         env.update(vradio.device_env(self.radio, self.state))
+        env.update(self.code.env())
         if self.name:
             env["KEYHOOK_SIM_NAME"] = self.name
         if self.certs:
             env["KEYHOOK_SIM_CERTS"] = str(self.certs)
         start_line = len(self.lines)
-        self.proc = subprocess.Popen(mp.micropython_cmd(self.firmware / "main.py", heapsize=self.heapsize),
+        self.proc = subprocess.Popen(mp.micropython_cmd(self.code.entry, heapsize=self.heapsize),
                                      env=env, cwd=self.state, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.boots += 1
@@ -147,17 +158,27 @@ class SimDevice:
             return "\n".join(self.lines)
 
 
-def run_forever(radio: str, state: str, name: str | None, certs: str | None) -> int:
-    """`keyhook sim`: run in the foreground, echoing the console, rebooting on machine.reset()."""
-    dev = SimDevice(radio, state, name=name, certs=certs, echo=True)
+def run_forever(radio: str, state: str, name: str | None, certs: str | None, *, code: str = "source",
+                heap_kib: int | None = None) -> int:
+    """`keyhook sim`: run in the foreground, echoing the console, rebooting on machine.reset().
+
+    `code` is a form of `keyhook.sim.code.FORMS`, prepared under `state/code`; `heap_kib` the GC
+    heap the firmware may use (KiB; the interpreter's default when None)."""
+    from keyhook.sim.code import prepare
+
+    prepared = prepare(code, Path(state) / "code")
+    dev = SimDevice(radio, state, name=name, certs=certs, echo=True, code=prepared, heap_kib=heap_kib)
+    if heap_kib is not None:
+        extra = f" + {prepared.image_size} B ROMFS image" if prepared.romfs else ""
+        print(f"firmware as {code} on {mp.micropython_binary()}, GC heap {heap_kib} KiB{extra}", flush=True)
     try:
         while True:
             dev.start()
             print(f"simulated device {dev.address} on radio {radio}; Ctrl-C stops it", flush=True)
-            code = dev.proc.wait()
+            rc = dev.proc.wait()
             dev._reader.join(5)
-            if code != RESET_EXIT_CODE:
-                return code
+            if rc != RESET_EXIT_CODE:
+                return rc
             print("(device restarted)", flush=True)
     except KeyboardInterrupt:
         return 0

