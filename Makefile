@@ -4,8 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt host/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
+# A 32-bit build of the same MicroPython unix port (objects the ESP32's size), for `make test32`
+# and the 32-bit column of `make bench`: MP32=/path/to/micropython-x86 (found beside this
+# checkout's parent on the team's machines).
+MP32 ?= $(firstword $(wildcard ../shared/tools/mp32/micropython-x86))
 
-.PHONY: all install test demo bench hil clean
+.PHONY: all install test test32 demo bench hil clean
 
 all: test
 
@@ -20,11 +24,17 @@ $(STAMP): requirements.txt host/pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# the whole suite with the firmware on the 32-bit interpreter (KEYHOOK_MICROPYTHON)
+test32: $(STAMP)
+	@test -n "$(MP32)" && test -x "$(MP32)" || { echo "error: no 32-bit MicroPython interpreter (MP32=$(MP32))"; \
+	  echo "hint: make test32 MP32=/path/to/micropython-x86 (the unix port built with CC='gcc -m32')"; exit 2; }
+	KEYHOOK_MICROPYTHON=$(abspath $(MP32)) $(PY) -m pytest $(PYTEST_ARGS)
+
 demo: $(STAMP)
 	$(PY) -m keyhook.demo
 
 bench: $(STAMP)
-	$(PY) tests/bench/run.py
+	KEYHOOK_MICROPYTHON32=$(if $(MP32),$(abspath $(MP32))) $(PY) tests/bench/run.py
 
 # Hardware in the loop: make hil PORT=/dev/ttyUSB0 BLE=AA:BB:CC:DD:EE:FF [HIL_HOST=192.0.2.10]
 hil: $(STAMP)

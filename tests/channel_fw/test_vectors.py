@@ -303,3 +303,24 @@ def test_p256_against_cryptography_and_ecdsa(micropython):
     assert got["neg_sum"] is None and got["mul_n"] is None
     assert got["kq"] == sec1(G * (scalars[9] * scalars[10] % n))
     assert got["rt"]
+
+
+def test_fixed_base_tables_are_the_computed_ones(micropython):
+    """kh.crypto.p256tab holds 1..15 times G, M and N (RFC 9382's M and N, SEC1-compressed in
+    kh.crypto.spake2): each table is recomputed on the device and compared byte for byte, and
+    every entry is i*P."""
+    out = micropython.json("""
+        import json
+        from kh.crypto import p256, p256tab, spake2
+        res = {}
+        for name, pt in (("G", p256.G), ("M", p256.decompress(spake2._M_SEC1)),
+                         ("N", p256.decompress(spake2._N_SEC1))):
+            t = getattr(p256tab, name)
+            ok = t == p256._pack(p256._table(pt)) and len(t) == 960
+            for i in (1, 2, 15):
+                o = 64 * (i - 1)
+                ok = ok and p256.encode(p256.mul(i, pt)) == b"\\x04" + t[o:o + 64]
+            res[name] = ok
+        print(json.dumps(res))
+    """)
+    assert out == {"G": True, "M": True, "N": True}

@@ -10,25 +10,12 @@ from kh.crypto.hmac import hkdf, hmac_sha256
 _M_SEC1 = b"\x02\x88\x6e\x2f\x97\xac\xe4\x6e\x55\xba\x9d\xd7\x24\x25\x79\xf2\x99\x3b\x64\xe1\x6e\xf3\xdc\xab\x95\xaf\xd4\x97\x33\x3d\x8f\xa1\x2f"
 _N_SEC1 = b"\x03\xd8\xbb\xd6\xc6\x39\xc6\x29\x37\xb0\x4d\x99\x7f\x38\xc3\x77\x07\x19\xc6\x29\xd7\x01\x4d\x49\xa2\x4b\x4f\x98\xba\xa1\x29\x2b\x49"
 
-_points = {}
-
-
 def _base(name):
-    t = _points.get(name)
-    if t is None:
-        if name == "G":
-            t = p256.fixed_table("G", p256.G)
-        else:
-            pt = p256.decompress(_M_SEC1 if name == "M" else _N_SEC1)
-            t = p256.fixed_table(name, pt)
-        _points[name] = t
-    return t
+    # the packed table of G, M or N: constants of kh.crypto.p256tab (in place when frozen or
+    # in ROMFS; loaded with this module otherwise)
+    from kh.crypto import p256tab
 
-
-def warm_up():
-    # build the fixed-base tables now (about 3 ms each on the unix port) instead of in a pairing
-    for name in ("G", "M", "N"):
-        _base(name)
+    return getattr(p256tab, name)
 
 
 def random_scalar():

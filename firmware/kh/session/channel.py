@@ -75,7 +75,7 @@ def _app_identity(record, start):
 def _unload_pairing():
     import kh
 
-    kh.unload("kh.crypto.spake2", "kh.crypto.p256")
+    kh.unload("kh.crypto.spake2", "kh.crypto.p256", "kh.crypto.p256tab")
 
 
 class Channel:
