@@ -22,7 +22,7 @@ MAX_RECORD = const(8256)
 MAX_PAYLOAD = const(8192)
 _TAG = const(32)
 _MIN_FRAME = const(42)  # type, ctr(8), flags(1), tag(32)
-_ZLIB_WBITS = const(13)  # 8 KiB window: enough for any body of MAX_PAYLOAD bytes
+_ZLIB_WBITS = const(13)  # the largest window accepted (8 KiB: enough for any MAX_PAYLOAD body)
 _CTR_LIMIT = 1 << 64
 
 
@@ -86,9 +86,15 @@ class Direction:
 def _inflate(body, limit, into=None):
     # into: a buffer of more than limit bytes to inflate into (the frame buffer: the compressed
     # body is copied out of it first, by BytesIO), else a new bytes object
+    # The decompressor allocates a window of 2**wbits bytes: the sender's (RFC 1950 CINFO) when
+    # smaller than 8 KiB (the app uses 1 KiB), else 8 KiB, which no body of MAX_PAYLOAD bytes
+    # can reach back beyond.
+    wbits = (body[0] >> 4) + 8 if len(body) else _ZLIB_WBITS
+    if wbits > _ZLIB_WBITS:
+        wbits = _ZLIB_WBITS
     src = io.BytesIO(body)
     try:
-        d = deflate.DeflateIO(src, deflate.ZLIB, _ZLIB_WBITS)
+        d = deflate.DeflateIO(src, deflate.ZLIB, wbits)
         if into is not None and len(into) > limit:
             out = memoryview(into)[: d.readinto(memoryview(into)[: limit + 1])]
         else:
