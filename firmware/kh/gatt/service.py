@@ -7,6 +7,10 @@
 # _IRQ_MTU_EXCHANGED (23 until then). Fragments are reassembled with the MAX_RECORD bound and
 # the protocol's rejections (ERROR bad_record); a disconnect discards a partial record.
 # The IRQ handler only copies into a ring and sets a ThreadSafeFlag; `run()` does the work.
+# The handler never raises: MicroPython sets a handler that raises to None for good
+# (extmod/modbluetooth.c), which would leave the device deaf. A write it cannot take (out of
+# memory in gatts_read, the ring full) is reported to the task as lost, and the app gets
+# ERROR busy for the record it belonged to.
 #
 # Upward API: GattService(ble, name, on_record, on_connect, on_disconnect, on_reset=None,
 # buf=None), advertise(paired), await send(record) -> bool, disconnect(), await run().
@@ -111,26 +115,32 @@ class GattService:
     def mtu(self):
         return self._mtu
 
-    # ---- IRQ: copy, queue, wake the task ----
+    # ---- IRQ: copy, queue, wake the task; never raise, allocate only what gatts_read returns ----
     def _irq(self, event, data):
         ring = self._ring
-        if event == _IRQ_GATTS_WRITE:
-            conn, handle = data
-            if handle != self._rx:
-                return
-            v = self._ble.gatts_read(handle)
-            if self._lost and ring.put(_K_LOST, conn, 0, None, _RING_RESERVE):
+        try:
+            if event == _IRQ_GATTS_WRITE:
+                conn, handle = data
+                if handle != self._rx:
+                    return
+                if self._lost and ring.put(_K_LOST, conn, 0, None, _RING_RESERVE):
+                    self._lost = False
+                v = self._ble.gatts_read(handle)  # a new bytes object: the API has no other way
+                if self._lost or not ring.put(_K_FRAG, conn, len(v), v, _RING_RESERVE):
+                    self._lost = True
+            elif event == _IRQ_CENTRAL_CONNECT:
+                self._lost = False  # a new connection starts with nothing lost
+                ring.put(_K_CONN, data[0], 0)
+            elif event == _IRQ_CENTRAL_DISCONNECT:
                 self._lost = False
-            if self._lost or not ring.put(_K_FRAG, conn, len(v), v, _RING_RESERVE):
+                ring.put(_K_DISC, data[0], 0)
+            elif event == _IRQ_MTU_EXCHANGED:
+                ring.put(_K_MTU, data[0], data[1])
+            else:
+                return  # read requests, connection and encryption updates: nothing to do
+        except Exception:  # MemoryError in gatts_read: this write is lost; say so at once
+            if event == _IRQ_GATTS_WRITE and not ring.put(_K_LOST, data[0], 0):
                 self._lost = True
-        elif event == _IRQ_CENTRAL_CONNECT:
-            ring.put(_K_CONN, data[0], 0)
-        elif event == _IRQ_CENTRAL_DISCONNECT:
-            ring.put(_K_DISC, data[0], 0)
-        elif event == _IRQ_MTU_EXCHANGED:
-            ring.put(_K_MTU, data[0], data[1])
-        else:
-            return
         self._flag.set()
 
     # ---- advertising ----
@@ -164,6 +174,11 @@ class GattService:
                     gc.collect()
                     if conn == self._conn:
                         await self._reject(_ERR_INTERNAL, b"out of memory")
+                except Exception as e:  # keep the service alive; the app starts again
+                    print("gatt: event failed")
+                    sys.print_exception(e)
+                    if conn == self._conn:
+                        self.disconnect()
 
     async def _event(self, kind, conn, arg, frag):
         if kind == _K_FRAG:
@@ -177,7 +192,7 @@ class GattService:
             if conn == self._conn:
                 self._mtu = min(arg, _MTU_MAX)
         elif kind == _K_LOST and conn == self._conn:
-            await self._reject(_ERR_BUSY, b"receive buffer full; send one record at a time")
+            await self._reject(_ERR_BUSY, b"a fragment was lost (device busy); send the request again")
 
     def _connected(self, conn):
         if self._conn is not None:

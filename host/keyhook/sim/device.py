@@ -12,10 +12,12 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from keyhook import KeyhookError, mp
 from keyhook.paths import FIRMWARE
+from keyhook.sim import faults as sim_faults
 from keyhook.sim import radio as vradio
 
 RESET_EXIT_CODE = 75  # boards/unix/machine.py: machine.reset() ends the process with it
@@ -39,7 +41,8 @@ class SimDevice:
 
     def __init__(self, radio: str | os.PathLike, state: str | os.PathLike, *, name: str | None = None,
                  certs: str | os.PathLike | None = None, heapsize: int | None = None,
-                 echo: bool = False, firmware: str | os.PathLike | None = None) -> None:
+                 echo: bool = False, firmware: str | os.PathLike | None = None,
+                 faults: Sequence[str] = ()) -> None:
         self.radio = Path(radio)
         self.state = Path(state)
         self.name = name
@@ -47,6 +50,7 @@ class SimDevice:
         self.heapsize = heapsize
         self.echo = echo
         self.firmware = Path(firmware) if firmware else FIRMWARE  # e.g. a tree of .mpy modules
+        self.faults = sim_faults.env_value(faults)  # keyhook.sim.faults specs, checked now
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -65,6 +69,8 @@ class SimDevice:
             env["KEYHOOK_SIM_NAME"] = self.name
         if self.certs:
             env["KEYHOOK_SIM_CERTS"] = str(self.certs)
+        if self.faults:
+            env[sim_faults.ENV] = self.faults
         start_line = len(self.lines)
         self.proc = subprocess.Popen(mp.micropython_cmd(self.firmware / "main.py", heapsize=self.heapsize),
                                      env=env, cwd=self.state, stdin=subprocess.DEVNULL,
@@ -147,9 +153,12 @@ class SimDevice:
             return "\n".join(self.lines)
 
 
-def run_forever(radio: str, state: str, name: str | None, certs: str | None) -> int:
-    """`keyhook sim`: run in the foreground, echoing the console, rebooting on machine.reset()."""
-    dev = SimDevice(radio, state, name=name, certs=certs, echo=True)
+def run_forever(radio: str, state: str, name: str | None, certs: str | None, faults: Sequence[str] = ()) -> int:
+    """`keyhook sim`: run in the foreground, echoing the console, rebooting on machine.reset().
+
+    `faults` (keyhook.sim.faults specs) hold for the first boot only: a restart is a clean boot.
+    """
+    dev = SimDevice(radio, state, name=name, certs=certs, echo=True, faults=faults)
     try:
         while True:
             dev.start()
@@ -159,6 +168,7 @@ def run_forever(radio: str, state: str, name: str | None, certs: str | None) -> 
             if code != RESET_EXIT_CODE:
                 return code
             print("(device restarted)", flush=True)
+            dev.faults = ""
     except KeyboardInterrupt:
         return 0
     finally:
