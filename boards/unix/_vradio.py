@@ -252,6 +252,7 @@ class Endpoint:
                     self._writes += 1
                     if self._writes == self._drop_at:  # fault drop-write:N
                         self.dropped += 1
+                        print("vradio: write command %d lost (fault drop-write)" % self._writes)
                         continue
                 self._post(s, msg)
                 if (msg[0] == OP_WRITE_CMD or msg[0] == OP_WRITE_REQ) and not self.link[0]:
@@ -309,6 +310,7 @@ class Endpoint:
             if self._rx_n >= RX_POOL:
                 self.dropped += 1
                 lk.release()
+                print("vradio: receive pool full, write command lost")
                 return False
             self._rx_n += 1
         self._inq.append((s, msg))

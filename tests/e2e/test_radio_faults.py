@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from keyhook import ble
 from keyhook.session.errors import ChannelError, LinkClosed, LinkTimeout
 
 from e2ekit import cli, client, run
@@ -83,3 +84,106 @@ def test_irq_memoryerror_in_every_phase_leaves_the_device_working(paired, keysto
                 return await dev.info()
         assert run(again())["device_id"]
         assert "Unhandled exception in IRQ callback handler" not in device.output()
+
+
+def _many_rules(n=32):
+    # rules.list answers about 250 bytes of metadata per rule: 32 rules make an 8 KB record,
+    # 33 notifications at MTU 247: more than the 20 + 12 (the notify pool) of link-stall:MS@20
+    return [{"functionName": f"rule-{i:02d}-" + "n" * 56,
+             "events": ["trigger", f"button:b{i}", f"finger:user-{i:02d}"],
+             "definition": {"method": "Post", "url": f"http://host-{i:02d}-" + "h" * 50 + ".local:9/x",
+                            "securityLevel": "AllowHttp", "timeout": 1000}} for i in range(n)]
+
+
+def test_notify_pool_paces_a_large_answer_through_a_stall(paired, keystore):
+    """The link frees nothing for 1.5 s mid-answer: the 8 KB answer still arrives whole (the device
+    waits for the pool while the link may still come back; it used to give up after about 1 s)."""
+    device = paired
+    rules = _many_rules()
+
+    async def push():
+        async with client(device, keystore) as dev:
+            await dev.put_rules(rules)
+    run(push())
+    restart_with(device, "link-stall:1500@20")
+
+    async def go():
+        async with client(device, keystore) as dev:
+            listed = (await dev.session.request("rules.list", timeout=15))["rules"]
+            info = await dev.session.request("info", timeout=15)
+            return listed, info
+    listed, info = run(go())
+    assert [r["name"] for r in listed] == [r["functionName"] for r in rules] and info["rules"] == 32
+
+
+def test_link_stall_longer_than_the_device_waits_ends_the_link_not_half_a_record(paired, keystore):
+    """`keyhook sim --fault link-stall:3000@20`: a large answer fails fast with a disconnect,
+    never half a record on a live link; the next command answers."""
+    device = paired
+    rules = _many_rules()
+
+    async def push():
+        async with client(device, keystore) as dev:
+            await dev.put_rules(rules)
+    run(push())
+    restart_with(device, "link-stall:3000@20")
+
+    async def go():
+        async with client(device, keystore) as dev:
+            t0 = time.monotonic()
+            with pytest.raises(LinkClosed):
+                await dev.session.request("rules.list", timeout=15)
+            return time.monotonic() - t0
+    took = run(go())
+    assert took < 10  # the device hung up; the app did not wait for its time-out
+    out = cli("rules", "list", device.address, "--json", radio=device.radio, config=keystore.root)
+    assert len(json.loads(out.stdout)) == 32
+
+
+def test_a_lost_write_fails_the_request_cleanly_and_the_next_one_works(paired, keystore):
+    """`--fault drop-write:N`: the request whose fragment was lost fails with a clear error
+    (never a hang past its time-out); the next connection works."""
+    device = paired
+    # random names: the host compresses what it can, and this must stay many fragments
+    rules = [dict(r, functionName=os.urandom(30).hex()) for r in _many_rules(24)]
+    # write commands from boot: HELLO 1, HELLO_APP 2, then the request's fragments: the only
+    # one (info), the first of many, one in the middle
+    for n, big in ((3, False), (4, True), (6, True)):
+        restart_with(device, f"drop-write:{n}")
+
+        async def go():
+            async with client(device, keystore) as dev:
+                t0 = time.monotonic()
+                try:
+                    if big:  # one record of many fragments: a middle one, or the last, is lost
+                        await dev.session.request("rules.put", timeout=8, rules=rules)
+                    else:
+                        await dev.session.request("info", timeout=8)
+                except ChannelError as e:
+                    return e, time.monotonic() - t0
+                return None, time.monotonic() - t0
+        err, took = run(go())
+        assert isinstance(err, ChannelError) and took < 12, (n, err, took)
+        assert str(err) and err.hint
+
+        async def again():
+            async with client(device, keystore) as dev:
+                return await dev.info()
+        assert run(again())["device_id"]
+
+
+def test_unpair_answer_discarded_by_the_disconnect_leaves_both_sides_agreeing(paired, keystore):
+    """NimBLE discards notifications still queued when the device ends the link: after
+    `keyhook unpair` neither side may believe the other holds a key it does not."""
+    device = paired
+    device_id = run(_info(device, keystore))["device_id"]
+    out = cli("unpair", device.address, radio=device.radio, config=keystore.root, check=False)
+    assert out.returncode == 0, out.stderr  # the command says it worked ...
+    assert keystore.get(device_id) is None  # ... the host forgot the key ...
+    (seen,) = run(ble.scan(radio=device.radio, timeout=1.0))
+    assert seen.address == device.address and not seen.paired  # ... and so did the device
+
+
+async def _info(device, keystore):
+    async with client(device, keystore) as dev:
+        return await dev.info()

@@ -14,6 +14,8 @@
 #
 # Upward API: GattService(ble, name, on_record, on_connect, on_disconnect, on_reset=None,
 # buf=None), advertise(paired), await send(record) -> bool, disconnect(), await run().
+# send() paces notifications by NimBLE's pool and never leaves half a record on a live link:
+# when the link frees no buffer for _NOTIFY_STALL_MS it disconnects and returns False.
 # Records are assembled in buf (a bytearray of MAX_RECORD bytes, shared with the layer above:
 # the device decrypts frames there; None: one of its own) and on_record(record) gets a
 # memoryview into it, valid until on_record returns: the next record overwrites it.
@@ -22,6 +24,7 @@
 # on_connect() are called.
 import gc
 import sys
+import time
 
 import asyncio
 import bluetooth
@@ -45,8 +48,11 @@ _FRAG_MAX = const(244)  # MTU_MAX - 3
 _RING_BYTES = const(4096)
 _RING_RESERVE = const(64)  # kept free for connect/disconnect/MTU entries
 _ADV_INTERVAL_US = const(250000)
-_NOTIFY_TRIES = const(200)
-_NOTIFY_BACKOFF_MS = const(5)
+# NimBLE queues a notification into a small buffer pool and raises ENOMEM while it is full;
+# the pool empties at the link's pace. A link that frees nothing for this long is as good as
+# gone (a real one stalled this long is near its supervision time-out): the device hangs up.
+_NOTIFY_STALL_MS = const(2000)
+_NOTIFY_BACKOFF_MAX_MS = const(16)
 _ENOMEM = const(12)
 
 _START = const(0x80)
@@ -95,6 +101,7 @@ class GattService:
         self._rec = memoryview(bytearray(MAX_RECORD) if buf is None else buf)
         self._tx_lock = asyncio.Lock()
         self._conn = None
+        self.links = 0  # changes at every connect and disconnect: handles are reused, this is not
         self._mtu = _MTU_DEFAULT
         self._open = False
         self._skip = False
@@ -199,6 +206,7 @@ class GattService:
             self._ble.gap_disconnect(conn)  # one app at a time
             return
         self._conn = conn
+        self.links += 1
         self._mtu = _MTU_DEFAULT
         self._clear()
         self.advertise()  # visible, but not connectable, while an app is connected
@@ -208,6 +216,7 @@ class GattService:
         if conn != self._conn:
             return
         self._conn = None
+        self.links += 1
         self._mtu = _MTU_DEFAULT
         self._clear()  # a partial record dies with its connection
         self.advertise()
@@ -261,7 +270,7 @@ class GattService:
         self._got = got + ln
         if h & _END:
             if self._got != self._total:
-                return await self._reject(_ERR_BAD_RECORD, b"END at the wrong length")
+                return await self._reject(_ERR_BAD_RECORD, b"END at the wrong length: a fragment was lost")
             self._open = False
             await self._deliver(self._rec[:self._total])
         return None
@@ -288,7 +297,8 @@ class GattService:
 
     # ---- sending ----
     async def send(self, record):
-        # one record as notifications of at most MTU - 3 bytes; False if the app went away
+        # one record as notifications of at most MTU - 3 bytes; False if it did not all go
+        # (the app went away, or the link stalled and the device hung up)
         n = len(record)
         if n == 0 or n > MAX_RECORD:
             raise ValueError("record size")
@@ -300,7 +310,6 @@ class GattService:
             buf = self._txb
             src = memoryview(record)
             off = 0
-            k = 0
             while True:
                 if off == 0:
                     take = min(room - 3, n)
@@ -319,22 +328,28 @@ class GattService:
                     hdr |= _END
                 buf[0] = hdr
                 if not await self._notify(conn, buf[:ln]):
+                    if self._conn == conn:  # stalled: no half record on a live link
+                        print("gatt: link stalled; disconnecting")
+                        self._ble.gap_disconnect(conn)
                     return False
                 if off == n:
                     return True
-                k += 1
-                if k & 7 == 0:
-                    await asyncio.sleep_ms(0)  # let IRQ-fed tasks run during a long record
 
     async def _notify(self, conn, data):
-        for _ in range(_NOTIFY_TRIES):
-            if self._conn != conn:
-                return False
+        # queue one notification; while NimBLE's pool is full (ENOMEM) wait for the link to
+        # free a buffer, with a growing back-off, at most _NOTIFY_STALL_MS
+        t0 = time.ticks_ms()
+        wait = 1
+        while self._conn == conn:
             try:
                 self._ble.gatts_notify(conn, self._tx, data)
                 return True
             except OSError as e:
                 if e.errno != _ENOMEM:  # ENOTCONN: the app is gone
                     return False
-            await asyncio.sleep_ms(_NOTIFY_BACKOFF_MS)  # out of buffers: wait for the radio
+            if time.ticks_diff(time.ticks_ms(), t0) >= _NOTIFY_STALL_MS:
+                return False
+            await asyncio.sleep_ms(wait)  # other tasks run meanwhile
+            if wait < _NOTIFY_BACKOFF_MAX_MS:
+                wait <<= 1
         return False
