@@ -16,7 +16,8 @@ import time
 import pytest
 
 from keyhook import ble
-from keyhook.session.errors import ChannelError, LinkClosed, LinkTimeout
+from keyhook.session.errors import BadRecord, ChannelError, LinkClosed, LinkTimeout
+from keyhook.session.frames import encode_payload
 
 from e2ekit import cli, client, run
 
@@ -146,30 +147,36 @@ def test_a_lost_write_fails_the_request_cleanly_and_the_next_one_works(paired, k
     device = paired
     # random names: the host compresses what it can, and this must stay many fragments
     rules = [dict(r, functionName=os.urandom(30).hex()) for r in _many_rules(24)]
+    payload = encode_payload({"id": 1, "op": "rules.put", "rules": rules})
+    frags = len(ble.fragment(bytes(1 + 8 + len(payload) + 32), 244))  # a DATA record at MTU 247
+    assert frags > 4
     # write commands from boot: HELLO 1, HELLO_APP 2, then the request's fragments: the only
-    # one (info), the first of many, one in the middle
-    for n, big in ((3, False), (4, True), (6, True)):
+    # one (info); the first, one in the middle, the last of many (rules.put)
+    for n, big in ((3, False), (3, True), (5, True), (2 + frags, True)):
         restart_with(device, f"drop-write:{n}")
 
         async def go():
             async with client(device, keystore) as dev:
                 t0 = time.monotonic()
                 try:
-                    if big:  # one record of many fragments: a middle one, or the last, is lost
-                        await dev.session.request("rules.put", timeout=8, rules=rules)
-                    else:
-                        await dev.session.request("info", timeout=8)
+                    if big:  # the default time-out (30 s): the device must say what happened first
+                        await dev.session.request("rules.put", rules=rules)
+                    else:  # a lost one-fragment record: nobody can know but the app's time-out
+                        await dev.session.request("info", timeout=5)
                 except ChannelError as e:
                     return e, time.monotonic() - t0
                 return None, time.monotonic() - t0
         err, took = run(go())
-        assert isinstance(err, ChannelError) and took < 12, (n, err, took)
+        assert isinstance(err, ChannelError) and took < 10, (n, err, took)
         assert str(err) and err.hint
+        if big:
+            assert isinstance(err, BadRecord) and "lost" in str(err), (n, err)
 
         async def again():
             async with client(device, keystore) as dev:
                 return await dev.info()
         assert run(again())["device_id"]
+        assert "write command %d lost" % n in device.output()
 
 
 def test_unpair_answer_discarded_by_the_disconnect_leaves_both_sides_agreeing(paired, keystore):

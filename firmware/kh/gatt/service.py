@@ -53,6 +53,9 @@ _ADV_INTERVAL_US = const(250000)
 # gone (a real one stalled this long is near its supervision time-out): the device hangs up.
 _NOTIFY_STALL_MS = const(2000)
 _NOTIFY_BACKOFF_MAX_MS = const(16)
+# A record whose next fragment has not come for this long lost one on the way (NimBLE drops
+# incoming data when its buffers are full): the app gets ERROR bad_record, not its time-out.
+_RECORD_GAP_MS = const(2000)
 _ENOMEM = const(12)
 
 _START = const(0x80)
@@ -108,6 +111,8 @@ class GattService:
         self._total = 0
         self._got = 0
         self._lost = False
+        self._last = 0  # ticks_ms of the last fragment of an open record
+        self._stale = False  # set by _watch: look at the open record
         # flags, complete list of 128-bit service UUIDs, manufacturer data (last byte: state)
         self._adv = bytearray(b"\x02\x01\x06\x11\x07" + _SVC_LE + b"\x04\xff\xff\xff\x00")
         n = name.encode() if isinstance(name, str) else bytes(name)
@@ -168,6 +173,7 @@ class GattService:
     async def run(self):
         ring = self._ring
         frag = self._frag
+        asyncio.create_task(self._watch())
         while True:
             await self._flag.wait()
             while True:
@@ -186,6 +192,20 @@ class GattService:
                     sys.print_exception(e)
                     if conn == self._conn:
                         self.disconnect()
+            if self._stale:  # the ring is empty: a record still open has lost a fragment
+                self._stale = False
+                await self._check_gap()
+
+    async def _watch(self):
+        while True:
+            await asyncio.sleep_ms(_RECORD_GAP_MS // 2)
+            if self._open:
+                self._stale = True
+                self._flag.set()
+
+    async def _check_gap(self):
+        if self._open and self._conn is not None and time.ticks_diff(time.ticks_ms(), self._last) >= _RECORD_GAP_MS:
+            await self._reject(_ERR_BAD_RECORD, b"incomplete record: a fragment was lost; send it again")
 
     async def _event(self, kind, conn, arg, frag):
         if kind == _K_FRAG:
@@ -260,7 +280,7 @@ class GattService:
             if h & _RESERVED:
                 return await self._reject(_ERR_BAD_RECORD, b"reserved header bits set")
             if not self._open:
-                return await self._reject(_ERR_BAD_RECORD, b"continuation without START")
+                return await self._reject(_ERR_BAD_RECORD, b"continuation without START: a fragment was lost")
             start = 1
         ln = n - start
         got = self._got
@@ -268,6 +288,7 @@ class GattService:
             return await self._reject(_ERR_BAD_RECORD, b"more data than announced")
         self._rec[got:got + ln] = memoryview(frag)[start:n]
         self._got = got + ln
+        self._last = time.ticks_ms()
         if h & _END:
             if self._got != self._total:
                 return await self._reject(_ERR_BAD_RECORD, b"END at the wrong length: a fragment was lost")
