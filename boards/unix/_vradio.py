@@ -368,7 +368,10 @@ class Endpoint:
             print("vradio: error handling op", op)
             sys.print_exception(e)
         if op == OP_CLOSED:
-            s.close()
+            try:
+                s.close()
+            except OSError:
+                pass
 
 
 _endpoint = None
