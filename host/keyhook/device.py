@@ -173,6 +173,17 @@ class DeviceClient:
                 await asyncio.sleep(0.5)
 
     async def reset(self) -> None:
-        """Factory-reset the device (admin only); its pairings are gone, so the local key goes too."""
-        await self.request("reset", confirm="reset")
-        self.keystore.remove(self.session.device_id)
+        """Factory-reset the device (admin only); its pairings are gone, so the local key goes too.
+
+        The device restarts right after it answers; if the answer is lost on the way, the host asks
+        the restarted device as `unpair` does (`KeyhookError` when it still holds the pairing).
+        """
+        device_id = self.session.device_id
+        try:
+            await self.request("reset", confirm="reset")
+        except (LinkClosed, LinkTimeout) as e:
+            await self.__aexit__(None, None, None)
+            if await self._still_paired():
+                raise KeyhookError(f"the device did not confirm the factory reset ({e}); it still holds this "
+                                   "app's pairing", hint="run `keyhook reset` again") from e
+        self.keystore.remove(device_id)

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -194,3 +195,27 @@ def test_unpair_answer_discarded_by_the_disconnect_leaves_both_sides_agreeing(pa
 async def _info(device, keystore):
     async with client(device, keystore) as dev:
         return await dev.info()
+
+
+def test_reset_answer_lost_to_the_restart_leaves_both_sides_agreeing(paired, keystore):
+    """The device restarts 200 ms after answering `reset`; an answer still queued then is lost.
+    The host asks the restarted device, and forgets its key only because the device did."""
+    device = paired
+    device_id = run(_info(device, keystore))["device_id"]
+    restart_with(device, "link-stall:1000@1")  # HELLO_DEV goes; the answer waits in the pool
+    device.faults = ""  # the next boot is clean
+
+    def reboot():  # what `keyhook sim` does when the firmware calls machine.reset()
+        assert device.proc.wait(30) == 75
+        device.start()
+    booter = threading.Thread(target=reboot)
+    booter.start()
+
+    async def go():
+        async with client(device, keystore) as dev:
+            await dev.reset()
+    run(go())
+    booter.join(30)
+    assert keystore.get(device_id) is None
+    (seen,) = run(ble.scan(radio=device.radio, timeout=1.0))
+    assert not seen.paired
