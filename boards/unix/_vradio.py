@@ -7,11 +7,24 @@
 # the ESP32 port hands NimBLE events to Python. The main thread owns everything else:
 # handlers run there, and only the main thread closes a socket it was given.
 #
+# The controller thread also keeps NimBLE's two fixed buffer pools (see boards/unix/README.md):
+# - receive: at most RX_POOL write commands wait for the main thread; one more is dropped, as
+#   ESP-IDF's NimBLE transport drops incoming ACL data when its buffers are used up
+#   ("failed to allocate ACL buffers", CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT).
+# - notify: at most NOTIFY_POOL notifications wait to go on air (the msys mbufs that
+#   ble_hs_mbuf_from_flat takes, CONFIG_BT_NIMBLE_MSYS_1_BLOCK_COUNT); they leave at the
+#   link's pace, at most `packets` per connection interval, the central's LinkModel sent in
+#   CONNECT. gatts_notify raises OSError(ENOMEM) while the pool is full.
+#
 # Environment (set by whoever starts the device, e.g. `keyhook sim`):
 #   KEYHOOK_RADIO       radio directory; unset: the device has no radio (BLE works, no peers)
 #   KEYHOOK_SIM_STATE   state directory; the unique id (so the address) is kept there
 #   KEYHOOK_SIM_UID     12 hex digits, the unique id when there is no state directory
 #   KEYHOOK_SIM_RSSI    RSSI in dBm that scanners report for this device (default -55)
+#   KEYHOOK_SIM_FAULTS  faults to inject, comma-separated (host/keyhook/sim/faults.py):
+#                       irq-memoryerror:N  the N-th gatts_read raises MemoryError
+#                       link-stall:MS@N    nothing goes on air for MS ms after the N-th notification
+#                       drop-write:N       the N-th write command from the central is lost
 import _thread
 import micropython
 import os
@@ -26,11 +39,16 @@ _AF_UNIX = const(1)
 _SOCK_SEQPACKET = const(5)
 MAX_PACKET = const(2048)
 _POLL_MS = const(200)
-# The controller hands over at most one write per _WRITE_GAP_US (10000 a second, far more
-# than any real BLE link carries), so the firmware's tasks get the CPU between write IRQs
-# even when the host sends without a link model.
-_WRITE_GAP_US = const(100)
+# Without a link model (the central sends as fast as it can) the controller takes at most one
+# write per _WRITE_GAP_US: 800 a second, the pace of a fast real link (7.5 ms connection
+# interval, 6 packets per event). Under a LinkModel the central paces its writes itself.
+_WRITE_GAP_US = const(1250)
+# Connection-event tick of the notify pool while a central is connected and the link model is off
+_TICK_MS = const(3)
+RX_POOL = const(24)  # ESP-IDF 5.x default of CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT
+NOTIFY_POOL = const(12)  # CONFIG_BT_NIMBLE_MSYS_1_BLOCK_COUNT as NimBLE-Arduino ships it for the ESP32
 _EADDRINUSE = const(98)
+_EAGAIN = const(11)
 
 # Opcodes, central -> device
 OP_SCAN = const(0x01)
@@ -118,6 +136,25 @@ def rssi():
         return -55
 
 
+def faults():
+    # KEYHOOK_SIM_FAULTS as {"irq-memoryerror": N, "link-stall": (MS, N), "drop-write": N};
+    # ValueError for a spec it does not know (the host checks them first)
+    out = {}
+    for spec in (os.getenv("KEYHOOK_SIM_FAULTS") or "").split(","):
+        spec = spec.strip()
+        if not spec:
+            continue
+        name, _, arg = spec.partition(":")
+        if name == "link-stall":
+            ms, _, n = arg.partition("@")
+            out[name] = (int(ms), int(n))
+        elif name in ("irq-memoryerror", "drop-write"):
+            out[name] = int(arg)
+        else:
+            raise ValueError("unknown fault " + spec)
+    return out
+
+
 class Endpoint:
     def __init__(self, radio_dir, addr):
         self.addr = addr
@@ -127,6 +164,20 @@ class Endpoint:
         self._handlers = {}
         self._run = bytearray(1)
         self._lsock = None
+        self._lock = _thread.allocate_lock()  # guards the queues below (the unix port has no GIL)
+        self._inq = []  # (sock, msg) for the main thread, in order
+        self._sched = False  # a drain of _inq is scheduled
+        self._rx_n = 0  # write commands in _inq: the receive pool in use
+        self._txq = []  # [sock, packet] notifications waiting to go on air: the notify pool
+        self.link = (0, 1)  # the connected central's link model: (interval_us, packets); 0: none
+        self.dropped = 0  # write commands lost so far
+        f = faults()
+        self._drop_at = f.get("drop-write", 0)
+        self._stall = f.get("link-stall", (0, 0))
+        self._writes = 0  # write commands received
+        self._aired = 0  # notifications sent
+        self._stall_until = None
+        self._next_event = 0
         try:
             os.mkdir(radio_dir)
         except OSError:
@@ -162,8 +213,13 @@ class Endpoint:
         ls = self._lsock
         p.register(ls, select.POLLIN)
         run = self._run
+        centrals = 0
         while run[0]:
-            for ev in p.poll(_POLL_MS):
+            tick = _POLL_MS
+            if centrals:
+                iv = self.link[0]
+                tick = max(1, iv // 1000) if iv else _TICK_MS
+            for ev in p.poll(tick):
                 s = ev[0]
                 if s is ls:
                     try:
@@ -172,15 +228,17 @@ class Endpoint:
                         continue
                     c.setblocking(False)
                     p.register(c, select.POLLIN)
+                    centrals += 1
                     continue
                 try:
                     msg = s.recv(MAX_PACKET)
                 except OSError as e:
-                    if e.errno == 11:  # EAGAIN
+                    if e.errno == _EAGAIN:
                         continue
                     msg = b""
                 if not msg:
                     p.unregister(s)
+                    centrals -= 1
                     self._post(s, None)
                     continue
                 if msg[0] == OP_SCAN:
@@ -190,24 +248,115 @@ class Endpoint:
                     except OSError:
                         pass
                     continue
+                if msg[0] == OP_WRITE_CMD:
+                    self._writes += 1
+                    if self._writes == self._drop_at:  # fault drop-write:N
+                        self.dropped += 1
+                        print("vradio: write command %d lost (fault drop-write)" % self._writes)
+                        continue
                 self._post(s, msg)
-                if msg[0] == OP_WRITE_CMD or msg[0] == OP_WRITE_REQ:
+                if (msg[0] == OP_WRITE_CMD or msg[0] == OP_WRITE_REQ) and not self.link[0]:
                     time.sleep_us(_WRITE_GAP_US)
+            self._air()
         try:
             ls.close()
             os.remove(self.path)
         except OSError:
             pass
 
-    def _post(self, s, msg):
-        while self._run[0]:
-            try:
-                micropython.schedule(self._deliver, (s, msg))
+    def _air(self):
+        # one connection event: up to `packets` queued notifications go on air (all of them
+        # without a link model), none while the link stalls (fault link-stall:MS@N)
+        if not self._txq:
+            return
+        now = time.ticks_ms()
+        if self._stall_until is not None:
+            if time.ticks_diff(self._stall_until, now) > 0:
                 return
-            except RuntimeError:  # schedule queue full: back-pressure the radio
+            self._stall_until = None
+        iv, budget = self.link
+        if iv:
+            t = time.ticks_us()
+            if time.ticks_diff(t, self._next_event) < 0:
+                return
+            self._next_event = time.ticks_add(t, iv)
+        else:
+            budget = NOTIFY_POOL
+        lk = self._lock
+        lk.acquire()
+        try:
+            q = self._txq
+            while q and budget > 0:
+                s, pkt = q[0]
+                try:
+                    s.send(pkt)
+                except OSError as e:
+                    if e.errno == _EAGAIN:  # the central is not reading: try at the next event
+                        break
+                q.pop(0)
+                budget -= 1
+                self._aired += 1
+                if self._aired == self._stall[1]:
+                    self._stall_until = time.ticks_add(now, self._stall[0])
+                    break
+        finally:
+            lk.release()
+
+    def _post(self, s, msg):
+        # hand a message to the main thread; False if the receive pool was full (write dropped)
+        lk = self._lock
+        lk.acquire()
+        if msg and msg[0] == OP_WRITE_CMD:
+            if self._rx_n >= RX_POOL:
+                self.dropped += 1
+                lk.release()
+                print("vradio: receive pool full, write command lost")
+                return False
+            self._rx_n += 1
+        self._inq.append((s, msg))
+        first = not self._sched
+        self._sched = True
+        lk.release()
+        while first and self._run[0]:
+            try:
+                micropython.schedule(self._drain, None)
+                break
+            except RuntimeError:  # schedule queue full: try again
                 time.sleep_ms(1)
+        return True
 
     # --- main thread ---
+    def notify(self, sock, pkt):
+        # queue a notification in the pool; False when the pool is full
+        lk = self._lock
+        lk.acquire()
+        ok = len(self._txq) < NOTIFY_POOL
+        if ok:
+            self._txq.append((sock, pkt))
+        lk.release()
+        return ok
+
+    def discard(self, sock):
+        # the connection is over: what it still had in the notify pool never goes on air
+        lk = self._lock
+        lk.acquire()
+        self._txq = [e for e in self._txq if e[0] is not sock]
+        lk.release()
+
+    def _drain(self, _):
+        lk = self._lock
+        while True:
+            lk.acquire()
+            if not self._inq:
+                self._sched = False
+                lk.release()
+                return
+            item = self._inq.pop(0)
+            if item[1] and item[1][0] == OP_WRITE_CMD:
+                self._rx_n -= 1
+            lk.release()
+            self._deliver(item)
+
     def _deliver(self, item):
         s, msg = item
         op = msg[0] if msg else OP_CLOSED
@@ -219,7 +368,10 @@ class Endpoint:
             print("vradio: error handling op", op)
             sys.print_exception(e)
         if op == OP_CLOSED:
-            s.close()
+            try:
+                s.close()
+            except OSError:
+                pass
 
 
 _endpoint = None

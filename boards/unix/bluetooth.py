@@ -9,6 +9,24 @@
 # (_vradio); IRQs run in the main thread as scheduled callbacks, one per radio event, in
 # order, and a write is acknowledged to the central after the handler returned (as ESP32's
 # synchronous NimBLE events do). Peripheral role and GATT server only.
+#
+# Where the ESP32 is less kind, so is this module (sources: micropython extmod/modbluetooth.c
+# and extmod/nimble/modbluetooth_nimble.c, v1.29; boards/unix/README.md lists what it cannot
+# imitate):
+# - a handler that raises is reported once and set to None for good
+#   (invoke_irq_handler_run_protected);
+# - gatts_notify only queues into a bounded pool that empties at the link's pace and raises
+#   OSError(ENOMEM) when it is full (ble_hs_mbuf_from_flat -> MP_ENOMEM); gap_disconnect
+#   discards what is still queued;
+# - write commands that arrive while the handler is late wait in a bounded pool; one more is
+#   lost (_vradio);
+# - gatts_read of an unknown handle returns b'' (the error of mp_bluetooth_gatts_read is
+#   ignored); advertising data over 31 bytes fails with NimBLE's BLE_ERR_INV_HCI_CMD_PARMS
+#   passed through as OSError(-18); config('rxbuf') does not exist with synchronous events;
+#   services, characteristics and descriptors need UUID objects;
+# - there are IRQs the firmware does not ask for (_IRQ_CONNECTION_UPDATE after a connect,
+#   _IRQ_GATTS_READ_REQUEST before each read, whose non-zero result refuses the read), and the
+#   connection handle of the next central is the one the last central had.
 import json
 import struct
 import sys
@@ -25,8 +43,10 @@ FLAG_INDICATE = const(0x0020)
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
 _IRQ_GATTS_WRITE = const(3)
+_IRQ_GATTS_READ_REQUEST = const(4)
 _IRQ_GATTS_INDICATE_DONE = const(20)
 _IRQ_MTU_EXCHANGED = const(21)
+_IRQ_CONNECTION_UPDATE = const(27)
 
 _DEFAULT_ATTR_LEN = const(20)
 _ADV_MAX = const(31)
@@ -39,6 +59,7 @@ _EBUSY = const(16)
 _ENODEV = const(19)
 _EINVAL = const(22)
 _ENOTCONN = const(107)
+_BLE_ERR_INV_HCI_CMD_PARMS = const(0x12)  # NimBLE's ble_gap_adv_set_data for data over 31 bytes
 
 _ATT_INVALID_HANDLE = const(0x01)
 _ATT_READ_NOT_PERMITTED = const(0x02)
@@ -49,6 +70,7 @@ _REFUSE_BUSY = const(2)
 _REASON_LOCAL = const(0x16)
 
 _BASE = "-0000-1000-8000-00805f9b34fb"
+_CONN_HANDLE = const(1)
 
 
 class UUID:
@@ -118,7 +140,8 @@ class BLE:
     def _setup(self):
         self._active = False
         self._handler = None
-        self._cfg = {"gap_name": b"MPY NIMBLE", "mtu": 256, "rxbuf": 128, "addr_mode": 0,
+        # no "rxbuf": it exists only without synchronous events, and the ESP32 has them
+        self._cfg = {"gap_name": b"MPY ESP32", "mtu": 256, "addr_mode": 0,
                      "bond": False, "mitm": False, "io": 3, "le_secure": False}
         self._db = {}
         self._cccd = {}  # cccd handle -> value handle
@@ -128,9 +151,11 @@ class BLE:
         self._adv_on = False
         self._connectable = False
         self._central = None  # [sock, conn_handle, addr_type, addr, mtu, subscriptions]
-        self._next_conn = 0
         self._addr_buf = bytearray(6)
         self._ep = None
+        f = _r.faults()
+        self._read_fault = f.get("irq-memoryerror", 0)
+        self._reads = 0
 
     # --- configuration ---
     def active(self, *args):
@@ -146,6 +171,7 @@ class BLE:
                 self._publish()
                 c = self._central
                 if c:
+                    self._discard(c[0])
                     try:
                         c[0].send(bytes((_r.OP_DEV_DISCONNECT, _REASON_LOCAL)))
                     except OSError:
@@ -162,7 +188,7 @@ class BLE:
             if name == "mac":
                 self._need_active()
                 return (0, _r.ble_address())
-            if name not in self._cfg:
+            if name not in ("gap_name", "mtu"):  # the others can be set, not read
                 raise ValueError("unknown config param")
             return self._cfg[name]
         for k, v in kw.items():
@@ -176,6 +202,8 @@ class BLE:
             self._cfg[k] = v
 
     def irq(self, handler):
+        if handler is not None and not callable(handler):
+            raise ValueError("invalid handler")
         self._handler = handler
 
     def _need_active(self):
@@ -190,13 +218,17 @@ class BLE:
         else:
             if adv_data is not None:
                 adv_data = bytes(adv_data)
-                if len(adv_data) > _ADV_MAX:
-                    raise OSError(_EINVAL)
+                if len(adv_data) > _ADV_MAX:  # not in ble_hs_err_to_errno's table: passed as -code
+                    self._adv_on = False
+                    self._publish()
+                    raise OSError(-_BLE_ERR_INV_HCI_CMD_PARMS)
                 self._adv = adv_data
             if resp_data is not None:
                 resp_data = bytes(resp_data)
                 if len(resp_data) > _ADV_MAX:
-                    raise OSError(_EINVAL)
+                    self._adv_on = False
+                    self._publish()
+                    raise OSError(-_BLE_ERR_INV_HCI_CMD_PARMS)
                 self._resp = resp_data
             self._adv_on = True
             self._connectable = bool(connectable)
@@ -227,12 +259,16 @@ class BLE:
         table = []
         for svc in services:
             suuid, chars = svc[0], svc[1]
-            s = {"uuid": UUID(suuid)._str128(), "handle": h, "chars": []}
+            if not isinstance(suuid, UUID):
+                raise ValueError("invalid service UUID")
+            s = {"uuid": suuid._str128(), "handle": h, "chars": []}
             h += 1
             handles = []
             for ch in chars:
                 cuuid, flags = ch[0], ch[1]
-                c = {"uuid": UUID(cuuid)._str128(), "handle": h, "value": h + 1, "flags": flags, "descs": []}
+                if not isinstance(cuuid, UUID):
+                    raise ValueError("invalid characteristic UUID")
+                c = {"uuid": cuuid._str128(), "handle": h, "value": h + 1, "flags": flags, "descs": []}
                 vh = h + 1
                 h += 2
                 self._db[vh] = _Attr(flags)
@@ -242,7 +278,9 @@ class BLE:
                     self._cccd[h] = vh
                     h += 1
                 for d in (ch[2] if len(ch) > 2 else ()):
-                    c["descs"].append({"uuid": UUID(d[0])._str128(), "handle": h})
+                    if not isinstance(d[0], UUID):
+                        raise ValueError("invalid descriptor UUID")
+                    c["descs"].append({"uuid": d[0]._str128(), "handle": h})
                     self._db[h] = _Attr(d[1])
                     handles.append(h)
                     h += 1
@@ -260,8 +298,14 @@ class BLE:
         return a
 
     def gatts_read(self, value_handle):
-        self._need_active()
-        a = self._attr(value_handle)
+        # always a new bytes object (mp_obj_new_bytes); b'' for an unknown handle or while
+        # inactive: bluetooth_ble_gatts_read ignores the error of mp_bluetooth_gatts_read
+        self._reads += 1
+        if self._reads == self._read_fault:  # fault irq-memoryerror:N
+            raise MemoryError("memory allocation failed (fault irq-memoryerror:%d)" % self._reads)
+        a = self._db.get(value_handle) if self._active else None
+        if a is None:
+            return b""
         v = bytes(a.buf[:a.len])
         if a.append:
             a.len = 0
@@ -277,7 +321,11 @@ class BLE:
         a.len = len(data)
         c = self._central
         if send_update and c and c[5].get(value_handle):
-            self._send_value(c, value_handle, data, c[5][value_handle] & 2)
+            try:
+                self._send_value(c, value_handle, data, c[5][value_handle] & 2)
+            except OSError:
+                pass  # ble_gatts_chr_updated: a subscriber that cannot be told misses it
+        return len(data)
 
     def gatts_set_buffer(self, value_handle, len_, append=False):
         self._need_active()
@@ -302,6 +350,10 @@ class BLE:
             data = a.buf[:a.len]
         self._send_value(c, value_handle, data, True)
 
+    def _discard(self, sock):
+        if self._ep:
+            self._ep.discard(sock)
+
     def _conn(self, conn_handle):
         c = self._central
         if c is None or c[1] != conn_handle:
@@ -311,9 +363,14 @@ class BLE:
     def _send_value(self, c, handle, data, indicate):
         # at most MTU - 3 bytes travel (NimBLE truncates the rest)
         payload = bytes(memoryview(data)[:c[4] - 3])
-        op = _r.OP_INDICATE if indicate else _r.OP_NOTIFY
+        if not indicate:
+            # queued in the notify pool; OSError(ENOMEM) while it is full (modbluetooth_nimble.c:
+            # mp_bluetooth_gatts_notify_indicate returns MP_ENOMEM when ble_hs_mbuf_from_flat fails)
+            if not self._ep.notify(c[0], struct.pack(">BH", _r.OP_NOTIFY, handle) + payload):
+                raise OSError(_ENOMEM)
+            return
         try:
-            c[0].send(struct.pack(">BH", op, handle) + payload)
+            c[0].send(struct.pack(">BH", _r.OP_INDICATE, handle) + payload)
         except OSError as e:
             if e.errno == 11:  # the central's queue is full: out of buffers
                 raise OSError(_ENOMEM)
@@ -324,6 +381,8 @@ class BLE:
         c = self._central
         if c is None or c[1] != conn_handle:
             return False
+        # NimBLE tears the connection down; notifications still in the pool never go on air
+        self._discard(c[0])
         try:
             c[0].send(bytes((_r.OP_DEV_DISCONNECT, _REASON_LOCAL)))
         except OSError:
@@ -349,8 +408,12 @@ class BLE:
         try:
             return h(event, data)
         except Exception as e:
-            print("Uncaught exception in IRQ callback handler")
+            # as invoke_irq_handler_run_protected (extmod/modbluetooth.c): print it, then the
+            # handler is None for good; the device hears nothing more until irq() is called again
+            print("Unhandled exception in IRQ callback handler")
             sys.print_exception(e)
+            self._handler = None
+        return None
 
     def _irq_addr(self, event, conn, addr_type, addr):
         b = self._addr_buf
@@ -366,8 +429,13 @@ class BLE:
         if self._central:
             sock.send(bytes((_r.OP_REFUSE, _REFUSE_BUSY)))
             return
-        conn = self._next_conn
-        self._next_conn = (conn + 1) & 0x7FF
+        # one central at a time, so the controller hands out the same handle every time
+        conn = _CONN_HANDLE
+        if len(msg) >= 11:  # the central's link model: interval (1.25 ms units), packets per event
+            iv, pk = struct.unpack(">HB", msg[8:11])
+            self._ep.link = (iv * 1250, max(1, pk))
+        else:
+            self._ep.link = (0, 1)
         c = [sock, conn, msg[1], bytes(msg[2:8]), _MTU_MIN, {}]
         self._central = c
         self._adv_on = False  # advertising stops when a central connects
@@ -378,6 +446,10 @@ class BLE:
             self._drop(c, True)
             return
         self._irq_addr(_IRQ_CENTRAL_CONNECT, conn, c[2], c[3])
+        if self._central is c:
+            # centrals often update the connection parameters at once; NimBLE reports it
+            # (BLE_GAP_EVENT_CONN_UPDATE): interval 24 x 1.25 ms, latency 0, timeout 400 x 10 ms
+            self._irq(_IRQ_CONNECTION_UPDATE, (conn, 24, 0, 400, 0))
 
     def _mine(self, sock):
         c = self._central
@@ -434,7 +506,14 @@ class BLE:
             elif not a.flags & FLAG_READ:
                 v, err = b"", _ATT_READ_NOT_PERMITTED
             else:
-                v, err = bytes(a.buf[:a.len]), 0
+                # the handler may refuse the read with a non-zero result (characteristic_access_cb)
+                r = self._irq(_IRQ_GATTS_READ_REQUEST, (c[1], handle))
+                if isinstance(r, int) and r:
+                    v, err = b"", r & 0xFF
+                else:
+                    v, err = bytes(a.buf[:a.len]), 0
+        if self._central is not c:
+            return
         sock.send(struct.pack(">BHB", _r.OP_READ_RSP, handle, err) + v[:c[4] - 1])
 
     def _on_confirm(self, sock, msg):
@@ -450,6 +529,8 @@ class BLE:
     def _drop(self, c, now):
         # the connection is over: _IRQ_CENTRAL_DISCONNECT, now (from the radio) or scheduled
         self._central = None
+        self._discard(c[0])
+        self._ep.link = (0, 1)
         if now:
             self._irq_addr(_IRQ_CENTRAL_DISCONNECT, c[1], c[2], c[3])
         else:

@@ -7,6 +7,7 @@ the stored pairing key, and sends the operations of PROTOCOL.md section 6.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -16,12 +17,14 @@ from typing import Any
 from keyhook import KeyhookError
 from keyhook import ble
 from keyhook.keystore import Keystore
-from keyhook.session import open_session, pair
+from keyhook.session import LinkClosed, LinkTimeout, NotPaired, open_session, pair
 
 # Leave room inside MAX_PAYLOAD (8192) for the request envelope.
 MESSAGE_BUDGET = 7600
 # The device waits up to 15 s for a triggered fire (firmware/kh/app/commands.py); wait longer.
 TRIGGER_TIMEOUT_S = 40.0
+# After an unanswered unpair: how long to keep asking the device whether it still holds the key
+UNPAIR_CHECK_S = 15.0
 
 
 async def onboard(address: str, code: str, *, radio: str | None = None, keystore: Keystore | None = None,
@@ -59,8 +62,9 @@ class DeviceClient:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        if self._link_cm is not None:
-            await self._link_cm.__aexit__(*exc)
+        cm, self._link_cm = self._link_cm, None  # idempotent: unpair may close the link early
+        if cm is not None:
+            await cm.__aexit__(*exc)
 
     async def request(self, op: str, **fields: Any) -> dict:
         """Send one operation; return the response (a refusal raises `RequestFailed`)."""
@@ -135,11 +139,51 @@ class DeviceClient:
         return (await self.request("pairing.open", seconds=seconds))["code"]
 
     async def unpair(self) -> None:
-        """Remove this app's pairing on the device, then the local key."""
-        await self.request("unpair")
-        self.keystore.remove(self.session.device_id)
+        """Remove this app's pairing on the device, then the local key.
+
+        If the answer does not arrive (the link drops first; NimBLE may discard a notification
+        queued when a link ends), the host reconnects and asks: a device that answers `not_paired`
+        has removed the pairing, and the local key goes too. Raises `KeyhookError` when the device
+        still holds the pairing or cannot be asked; the local key then stays.
+        """
+        device_id = self.session.device_id
+        try:
+            await self.request("unpair")
+        except (LinkClosed, LinkTimeout) as e:
+            await self.__aexit__(None, None, None)
+            if await self._still_paired():
+                raise KeyhookError(f"the device did not confirm the unpair ({e}); it still holds this app's "
+                                   "pairing", hint="run `keyhook unpair` again") from e
+        self.keystore.remove(device_id)
+
+    async def _still_paired(self) -> bool:
+        # a fresh session answers the question: not_paired, or a session (still paired)
+        deadline = time.monotonic() + UNPAIR_CHECK_S
+        while True:
+            try:
+                async with ble.connect(self.address, radio=self.radio, timeout=self.timeout, attempts=1) as link:
+                    await open_session(link, self.keystore)
+                    return True
+            except NotPaired:
+                return False
+            except KeyhookError as e:  # busy (the device has not hung up yet), out of range
+                if time.monotonic() >= deadline:
+                    raise KeyhookError(f"could not ask the device whether the unpair happened: {e}",
+                                       hint="run `keyhook unpair` again when the device is in range") from e
+                await asyncio.sleep(0.5)
 
     async def reset(self) -> None:
-        """Factory-reset the device (admin only); its pairings are gone, so the local key goes too."""
-        await self.request("reset", confirm="reset")
-        self.keystore.remove(self.session.device_id)
+        """Factory-reset the device (admin only); its pairings are gone, so the local key goes too.
+
+        The device restarts right after it answers; if the answer is lost on the way, the host asks
+        the restarted device as `unpair` does (`KeyhookError` when it still holds the pairing).
+        """
+        device_id = self.session.device_id
+        try:
+            await self.request("reset", confirm="reset")
+        except (LinkClosed, LinkTimeout) as e:
+            await self.__aexit__(None, None, None)
+            if await self._still_paired():
+                raise KeyhookError(f"the device did not confirm the factory reset ({e}); it still holds this "
+                                   "app's pairing", hint="run `keyhook reset` again") from e
+        self.keystore.remove(device_id)

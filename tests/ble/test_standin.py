@@ -7,10 +7,12 @@ bleak with the virtual-radio backend and checks what the device saw.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from bleak import BleakClient, BleakScanner
 
+from keyhook.sim import radio as vr
 from keyhook.sim.bleak_backend import SimBleakClient, SimBleakScanner
 
 BASE = "6b657968-0000-0000-0000-00000000000"
@@ -195,3 +197,91 @@ def test_indicate_is_confirmed_and_send_update_reaches_subscribers(sim, radio):
     run(go())
     done = dev.expect(irq(20))
     assert done["data"][2] == 0  # status: confirmed
+
+
+# --- where the ESP32 (MicroPython's NimBLE bindings) is less kind: boards/unix/README.md ---
+
+def test_a_handler_that_raises_is_disabled_for_good(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio)
+        await c.write_gatt_char(CMD, b"raise", response=True)
+        await c.write_gatt_char(PLAIN, b"after", response=True)  # nobody hears it
+        await c.disconnect()
+    run(go())
+    dev.expect(lambda d: "Unhandled exception in IRQ callback handler" in d.get("text", ""))
+    later = dev.drain(0.5)
+    assert not [d for d in later if "irq" in d]  # no write, no disconnect: the device is deaf
+    assert "ValueError: probe: raised in the handler" in dev.read_stderr() + json.dumps(dev.lines)
+
+
+def test_connection_handles_are_reused_and_extra_irqs_arrive(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        for _ in range(2):
+            c = await _client(radio)
+            assert await c.read_gatt_char(OUT) == b"initial value"
+            await c.disconnect()
+    run(go())
+    dev.drain(0.5)
+    irqs = [(d["irq"], d["data"]) for d in dev.lines if "irq" in d]
+    connects = [data[0] for n, data in irqs if n == 1]
+    assert len(connects) == 2 and connects[0] == connects[1]  # the same handle both times
+    assert [n for n, _ in irqs if n in (1, 27)] == [1, 27, 1, 27]  # a connection update after each connect
+    reads = [data for n, data in irqs if n == 4]  # _IRQ_GATTS_READ_REQUEST before each read
+    assert len(reads) == 2 and reads[0][0] == connects[0]
+
+
+def test_notify_pool_fills_and_raises_enomem(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio)
+        got = []
+        await c.start_notify(OUT, lambda _ch, data: got.append(bytes(data)))
+        await c.write_gatt_char(CMD, b"burst 1000", response=True)
+        result = await asyncio.to_thread(dev.expect, lambda d: "burst" in d)
+        await asyncio.sleep(0.3)
+        await c.disconnect()
+        return result, got
+    result, got = run(go())
+    # notifications only queue; a burst without yielding meets OSError(ENOMEM) (errno 12)
+    assert result["errors"] == [12] and 12 <= result["burst"] < 1000
+    assert len(got) == result["burst"]  # every queued one went on air
+
+
+def test_gap_disconnect_discards_queued_notifications(sim, radio):
+    dev = sim("ble_probe.py")
+    slow = vr.LinkModel(interval_s=0.05, packets_per_event=1)  # one packet per 50 ms
+
+    async def go():
+        lost = asyncio.Event()
+        c = await _client(radio, link=slow, disconnected_callback=lambda _c: lost.set())
+        got = []
+        await c.start_notify(OUT, lambda _ch, data: got.append(bytes(data)))
+        await c.write_gatt_char(CMD, b"notify-bye 8", response=False)
+        await asyncio.wait_for(lost.wait(), 5)
+        return got
+    got = run(go())
+    dev.expect(lambda d: d.get("bye"))
+    assert len(got) < 8  # what was still queued when the device hung up never went on air
+
+
+def test_writes_are_lost_while_the_handler_is_late(sim, radio):
+    dev = sim("ble_probe.py")
+
+    async def go():
+        c = await _client(radio)
+        await c.write_gatt_char(CMD, b"block 1500", response=False)
+        for i in range(60):  # 75 ms of writes at the controller's pace, all while the handler is busy
+            await c.write_gatt_char(PLAIN, bytes((i,)), response=False)
+        await asyncio.sleep(2.0)
+        await c.disconnect()
+    run(go())
+    dev.drain(0.5)
+    seen = [d for d in dev.lines if d.get("char") == "plain"]
+    assert 24 <= len(seen) < 60  # the receive pool held 24; the rest were lost
+    assert [bytes.fromhex(d["value"])[0] for d in seen] == list(range(len(seen)))  # the first ones, in order
+    assert any("receive pool full" in d.get("text", "") for d in dev.lines)

@@ -4,8 +4,12 @@
 #   out    (read + notify + indicate)        cmd (write): b"notify N" notifies N bytes on out,
 #                                            b"disconnect" disconnects the central, b"indicate"
 #                                            indicates out, b"update" writes out with send_update,
-#                                            b"grow" sets plain's buffer to 100 bytes
+#                                            b"grow" sets plain's buffer to 100 bytes,
+#                                            b"raise" raises in the IRQ handler, b"burst N" notifies
+#                                            N times without yielding, b"notify-bye N" notifies N
+#                                            times then disconnects, b"block MS" holds the CPU in C
 import json
+import time
 
 import asyncio
 import bluetooth
@@ -52,7 +56,15 @@ def irq(event, data):
         if h in (plain, big):
             line["value"] = ble.gatts_read(h).hex()
         elif h == cmd:
-            todo.append((data[0], ble.gatts_read(h)))
+            v = ble.gatts_read(h)
+            if v == b"raise":
+                raise ValueError("probe: raised in the handler")
+            if v.startswith(b"block "):  # a late handler: no other IRQ runs meanwhile
+                t = time.ticks_ms()
+                while time.ticks_diff(time.ticks_ms(), t) < int(v[6:]):
+                    pass
+                line["blocked"] = True
+            todo.append((data[0], v))
     print(json.dumps(line))
     flag.set()
 
@@ -78,6 +90,20 @@ async def main():
                     print(json.dumps({"notified": n}))
                 except OSError as e:
                     print(json.dumps({"notify_error": e.errno}))
+            elif c.startswith(b"burst "):
+                sent, errs = 0, []
+                for i in range(int(c[6:])):
+                    try:
+                        ble.gatts_notify(conn, out, bytes((i & 0xFF,)))
+                        sent += 1
+                    except OSError as e:
+                        errs.append(e.errno)
+                print(json.dumps({"burst": sent, "errors": sorted(set(errs))}))
+            elif c.startswith(b"notify-bye "):
+                for i in range(int(c[11:])):
+                    ble.gatts_notify(conn, out, bytes((i,)))
+                ble.gap_disconnect(conn)
+                print(json.dumps({"bye": True}))
             elif c == b"grow":
                 ble.gatts_set_buffer(plain, 100)
                 print(json.dumps({"grown": True}))

@@ -20,6 +20,9 @@ _PAIR_B = const(0x03)
 _MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
 # the request engine; kh.http.resolve (with its hooks), url and errors stay
 _NTP_RETRY_MS = const(60000)
+# NimBLE may discard notifications still queued when the device ends a link: after a last
+# answer (unpair, an ERROR) the app reads it and disconnects; the device hangs up only after this
+_HANG_UP_MS = const(1500)
 _ENGINE_MODULES = ("kh.engine.fire", "kh.http.client", "kh.http.conn", "kh.http.response", "kh.http.tlspolicy",
                    "kh.http.tlsfail", "kh.http.der", "kh.http.trust", "kh.oauth.tokens", "kh.oauth.grant",
                    "kh.oauth.why")
@@ -223,12 +226,18 @@ class Keyhook:
         kh.heap_mark()
         if ch.closed or self._end:
             self._end = False
-            self.gatt.disconnect()
+            ch.close()  # nothing more is accepted on this connection
+            asyncio.create_task(self._hang_up(self.gatt.links))
         if self._reset:
             await asyncio.sleep_ms(200)  # let the last notification leave
             import machine
 
             machine.reset()
+
+    async def _hang_up(self, link):
+        await asyncio.sleep_ms(_HANG_UP_MS)
+        if self.gatt.links == link:  # the same connection is still up
+            self.gatt.disconnect()
 
     def _commands(self):
         if self.commands is None:

@@ -21,11 +21,21 @@ class Ring:
         return self._n - 1 - (self._head - self._tail) % self._n
 
     def _write(self, pos, src, ln):
-        first = min(ln, self._n - pos)
-        self._b[pos:pos + first] = src[:first]
-        if first < ln:
-            self._b[0:ln - first] = src[first:ln]
-        return (pos + ln) % self._n
+        # no slice of src (a slice is a new object): one slice store when the entry fits
+        # before the end, else byte by byte (rare: once per trip round the ring)
+        b = self._b
+        n = self._n
+        if pos + ln <= n:
+            b[pos:pos + ln] = src
+            return (pos + ln) % n
+        i = 0
+        while i < ln:
+            b[pos] = src[i]
+            pos += 1
+            if pos == n:
+                pos = 0
+            i += 1
+        return pos
 
     def _read(self, pos, dst, ln):
         first = min(ln, self._n - pos)

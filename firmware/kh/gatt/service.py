@@ -7,9 +7,15 @@
 # _IRQ_MTU_EXCHANGED (23 until then). Fragments are reassembled with the MAX_RECORD bound and
 # the protocol's rejections (ERROR bad_record); a disconnect discards a partial record.
 # The IRQ handler only copies into a ring and sets a ThreadSafeFlag; `run()` does the work.
+# The handler never raises: MicroPython sets a handler that raises to None for good
+# (extmod/modbluetooth.c), which would leave the device deaf. A write it cannot take (out of
+# memory in gatts_read, the ring full) is reported to the task as lost, and the app gets
+# ERROR busy for the record it belonged to.
 #
 # Upward API: GattService(ble, name, on_record, on_connect, on_disconnect, on_reset=None,
 # buf=None), advertise(paired), await send(record) -> bool, disconnect(), await run().
+# send() paces notifications by NimBLE's pool and never leaves half a record on a live link:
+# when the link frees no buffer for _NOTIFY_STALL_MS it disconnects and returns False.
 # Records are assembled in buf (a bytearray of MAX_RECORD bytes, shared with the layer above:
 # the device decrypts frames there; None: one of its own) and on_record(record) gets a
 # memoryview into it, valid until on_record returns: the next record overwrites it.
@@ -18,6 +24,7 @@
 # on_connect() are called.
 import gc
 import sys
+import time
 
 import asyncio
 import bluetooth
@@ -41,8 +48,14 @@ _FRAG_MAX = const(244)  # MTU_MAX - 3
 _RING_BYTES = const(4096)
 _RING_RESERVE = const(64)  # kept free for connect/disconnect/MTU entries
 _ADV_INTERVAL_US = const(250000)
-_NOTIFY_TRIES = const(200)
-_NOTIFY_BACKOFF_MS = const(5)
+# NimBLE queues a notification into a small buffer pool and raises ENOMEM while it is full;
+# the pool empties at the link's pace. A link that frees nothing for this long is as good as
+# gone (a real one stalled this long is near its supervision time-out): the device hangs up.
+_NOTIFY_STALL_MS = const(2000)
+_NOTIFY_BACKOFF_MAX_MS = const(16)
+# A record whose next fragment has not come for this long lost one on the way (NimBLE drops
+# incoming data when its buffers are full): the app gets ERROR bad_record, not its time-out.
+_RECORD_GAP_MS = const(2000)
 _ENOMEM = const(12)
 
 _START = const(0x80)
@@ -91,12 +104,15 @@ class GattService:
         self._rec = memoryview(bytearray(MAX_RECORD) if buf is None else buf)
         self._tx_lock = asyncio.Lock()
         self._conn = None
+        self.links = 0  # changes at every connect and disconnect: handles are reused, this is not
         self._mtu = _MTU_DEFAULT
         self._open = False
         self._skip = False
         self._total = 0
         self._got = 0
         self._lost = False
+        self._last = 0  # ticks_ms of the last fragment of an open record
+        self._stale = False  # set by _watch: look at the open record
         # flags, complete list of 128-bit service UUIDs, manufacturer data (last byte: state)
         self._adv = bytearray(b"\x02\x01\x06\x11\x07" + _SVC_LE + b"\x04\xff\xff\xff\x00")
         n = name.encode() if isinstance(name, str) else bytes(name)
@@ -111,26 +127,32 @@ class GattService:
     def mtu(self):
         return self._mtu
 
-    # ---- IRQ: copy, queue, wake the task ----
+    # ---- IRQ: copy, queue, wake the task; never raise, allocate only what gatts_read returns ----
     def _irq(self, event, data):
         ring = self._ring
-        if event == _IRQ_GATTS_WRITE:
-            conn, handle = data
-            if handle != self._rx:
-                return
-            v = self._ble.gatts_read(handle)
-            if self._lost and ring.put(_K_LOST, conn, 0, None, _RING_RESERVE):
+        try:
+            if event == _IRQ_GATTS_WRITE:
+                conn, handle = data
+                if handle != self._rx:
+                    return
+                if self._lost and ring.put(_K_LOST, conn, 0, None, _RING_RESERVE):
+                    self._lost = False
+                v = self._ble.gatts_read(handle)  # a new bytes object: the API has no other way
+                if self._lost or not ring.put(_K_FRAG, conn, len(v), v, _RING_RESERVE):
+                    self._lost = True
+            elif event == _IRQ_CENTRAL_CONNECT:
+                self._lost = False  # a new connection starts with nothing lost
+                ring.put(_K_CONN, data[0], 0)
+            elif event == _IRQ_CENTRAL_DISCONNECT:
                 self._lost = False
-            if self._lost or not ring.put(_K_FRAG, conn, len(v), v, _RING_RESERVE):
+                ring.put(_K_DISC, data[0], 0)
+            elif event == _IRQ_MTU_EXCHANGED:
+                ring.put(_K_MTU, data[0], data[1])
+            else:
+                return  # read requests, connection and encryption updates: nothing to do
+        except Exception:  # MemoryError in gatts_read: this write is lost; say so at once
+            if event == _IRQ_GATTS_WRITE and not ring.put(_K_LOST, data[0], 0):
                 self._lost = True
-        elif event == _IRQ_CENTRAL_CONNECT:
-            ring.put(_K_CONN, data[0], 0)
-        elif event == _IRQ_CENTRAL_DISCONNECT:
-            ring.put(_K_DISC, data[0], 0)
-        elif event == _IRQ_MTU_EXCHANGED:
-            ring.put(_K_MTU, data[0], data[1])
-        else:
-            return
         self._flag.set()
 
     # ---- advertising ----
@@ -151,6 +173,7 @@ class GattService:
     async def run(self):
         ring = self._ring
         frag = self._frag
+        asyncio.create_task(self._watch())
         while True:
             await self._flag.wait()
             while True:
@@ -164,6 +187,25 @@ class GattService:
                     gc.collect()
                     if conn == self._conn:
                         await self._reject(_ERR_INTERNAL, b"out of memory")
+                except Exception as e:  # keep the service alive; the app starts again
+                    print("gatt: event failed")
+                    sys.print_exception(e)
+                    if conn == self._conn:
+                        self.disconnect()
+            if self._stale:  # the ring is empty: a record still open has lost a fragment
+                self._stale = False
+                await self._check_gap()
+
+    async def _watch(self):
+        while True:
+            await asyncio.sleep_ms(_RECORD_GAP_MS // 2)
+            if self._open:
+                self._stale = True
+                self._flag.set()
+
+    async def _check_gap(self):
+        if self._open and self._conn is not None and time.ticks_diff(time.ticks_ms(), self._last) >= _RECORD_GAP_MS:
+            await self._reject(_ERR_BAD_RECORD, b"incomplete record: a fragment was lost; send it again")
 
     async def _event(self, kind, conn, arg, frag):
         if kind == _K_FRAG:
@@ -177,13 +219,14 @@ class GattService:
             if conn == self._conn:
                 self._mtu = min(arg, _MTU_MAX)
         elif kind == _K_LOST and conn == self._conn:
-            await self._reject(_ERR_BUSY, b"receive buffer full; send one record at a time")
+            await self._reject(_ERR_BUSY, b"a fragment was lost (device busy); send the request again")
 
     def _connected(self, conn):
         if self._conn is not None:
             self._ble.gap_disconnect(conn)  # one app at a time
             return
         self._conn = conn
+        self.links += 1
         self._mtu = _MTU_DEFAULT
         self._clear()
         self.advertise()  # visible, but not connectable, while an app is connected
@@ -193,6 +236,7 @@ class GattService:
         if conn != self._conn:
             return
         self._conn = None
+        self.links += 1
         self._mtu = _MTU_DEFAULT
         self._clear()  # a partial record dies with its connection
         self.advertise()
@@ -236,7 +280,7 @@ class GattService:
             if h & _RESERVED:
                 return await self._reject(_ERR_BAD_RECORD, b"reserved header bits set")
             if not self._open:
-                return await self._reject(_ERR_BAD_RECORD, b"continuation without START")
+                return await self._reject(_ERR_BAD_RECORD, b"continuation without START: a fragment was lost")
             start = 1
         ln = n - start
         got = self._got
@@ -244,9 +288,10 @@ class GattService:
             return await self._reject(_ERR_BAD_RECORD, b"more data than announced")
         self._rec[got:got + ln] = memoryview(frag)[start:n]
         self._got = got + ln
+        self._last = time.ticks_ms()
         if h & _END:
             if self._got != self._total:
-                return await self._reject(_ERR_BAD_RECORD, b"END at the wrong length")
+                return await self._reject(_ERR_BAD_RECORD, b"END at the wrong length: a fragment was lost")
             self._open = False
             await self._deliver(self._rec[:self._total])
         return None
@@ -273,7 +318,8 @@ class GattService:
 
     # ---- sending ----
     async def send(self, record):
-        # one record as notifications of at most MTU - 3 bytes; False if the app went away
+        # one record as notifications of at most MTU - 3 bytes; False if it did not all go
+        # (the app went away, or the link stalled and the device hung up)
         n = len(record)
         if n == 0 or n > MAX_RECORD:
             raise ValueError("record size")
@@ -285,7 +331,6 @@ class GattService:
             buf = self._txb
             src = memoryview(record)
             off = 0
-            k = 0
             while True:
                 if off == 0:
                     take = min(room - 3, n)
@@ -304,22 +349,28 @@ class GattService:
                     hdr |= _END
                 buf[0] = hdr
                 if not await self._notify(conn, buf[:ln]):
+                    if self._conn == conn:  # stalled: no half record on a live link
+                        print("gatt: link stalled; disconnecting")
+                        self._ble.gap_disconnect(conn)
                     return False
                 if off == n:
                     return True
-                k += 1
-                if k & 7 == 0:
-                    await asyncio.sleep_ms(0)  # let IRQ-fed tasks run during a long record
 
     async def _notify(self, conn, data):
-        for _ in range(_NOTIFY_TRIES):
-            if self._conn != conn:
-                return False
+        # queue one notification; while NimBLE's pool is full (ENOMEM) wait for the link to
+        # free a buffer, with a growing back-off, at most _NOTIFY_STALL_MS
+        t0 = time.ticks_ms()
+        wait = 1
+        while self._conn == conn:
             try:
                 self._ble.gatts_notify(conn, self._tx, data)
                 return True
             except OSError as e:
                 if e.errno != _ENOMEM:  # ENOTCONN: the app is gone
                     return False
-            await asyncio.sleep_ms(_NOTIFY_BACKOFF_MS)  # out of buffers: wait for the radio
+            if time.ticks_diff(time.ticks_ms(), t0) >= _NOTIFY_STALL_MS:
+                return False
+            await asyncio.sleep_ms(wait)  # other tasks run meanwhile
+            if wait < _NOTIFY_BACKOFF_MAX_MS:
+                wait <<= 1
         return False

@@ -8,6 +8,7 @@ import click
 
 from keyhook.sim.code import FORMS
 from keyhook.sim.device import run_forever
+from keyhook.sim.faults import env_value
 
 
 @click.command()
@@ -23,12 +24,17 @@ from keyhook.sim.device import run_forever
               help="GC heap the firmware may use, in KiB (the interpreter's -X heapsize; with "
                    "--code romfs the image's size is added, standing for flash). "
                    "KEYHOOK_MICROPYTHON picks the interpreter, e.g. a 32-bit build.")
+@click.option("--fault", "faults", multiple=True, metavar="SPEC",
+              help="Inject a fault, as an ESP32 meets them under load (repeatable): irq-memoryerror:N "
+                   "(the N-th gatts_read raises MemoryError), link-stall:MS@N (nothing goes on air for MS ms "
+                   "after the N-th notification), drop-write:N (the N-th write from the app is lost).")
 @click.pass_context
 def sim(ctx: click.Context, state: str, name: str | None, certs: str | None, code: str,
-        heap: int | None) -> None:
+        heap: int | None, faults: tuple[str, ...]) -> None:
     """Run a simulated device on the virtual radio (--radio, default ./keyhook-radio).
 
     While unpaired it prints its setup code, as a real device does on its serial console.
     """
     radio = (ctx.find_root().obj or {}).get("radio") or "keyhook-radio"
-    sys.exit(run_forever(radio, state, name, certs, code=code, heap_kib=heap))
+    env_value(faults)  # a bad spec: KeyhookError (error and hint) before anything starts
+    sys.exit(run_forever(radio, state, name, certs, faults, code=code, heap_kib=heap))

@@ -12,10 +12,12 @@ import re
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from keyhook import KeyhookError, mp
 from keyhook.paths import FIRMWARE
+from keyhook.sim import faults as sim_faults
 from keyhook.sim import radio as vradio
 from keyhook.sim.code import Code
 
@@ -41,11 +43,12 @@ class SimDevice:
     def __init__(self, radio: str | os.PathLike, state: str | os.PathLike, *, name: str | None = None,
                  certs: str | os.PathLike | None = None, heapsize: int | None = None,
                  echo: bool = False, firmware: str | os.PathLike | None = None,
-                 code: Code | None = None, heap_kib: int | None = None) -> None:
+                 code: Code | None = None, heap_kib: int | None = None, faults: Sequence[str] = ()) -> None:
         """`firmware`: a tree to run (source, or `.mpy` modules); `code` instead: a prepared code
         form (`keyhook.sim.code.prepare`). `heap_kib`: the GC heap the firmware may use, in KiB;
         with a ROMFS image the image's size is added (it stands for flash). `heapsize`: the raw
-        `-X heapsize` in bytes (used when `heap_kib` is not given)."""
+        `-X heapsize` in bytes (used when `heap_kib` is not given). `faults`: keyhook.sim.faults
+        specs."""
         self.radio = Path(radio)
         self.state = Path(state)
         self.name = name
@@ -57,6 +60,7 @@ class SimDevice:
         if heap_kib is not None:
             heapsize = heap_kib * 1024 + self.code.image_size
         self.heapsize = heapsize
+        self.faults = sim_faults.env_value(faults)  # keyhook.sim.faults specs, checked now
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -76,6 +80,8 @@ class SimDevice:
             env["KEYHOOK_SIM_NAME"] = self.name
         if self.certs:
             env["KEYHOOK_SIM_CERTS"] = str(self.certs)
+        if self.faults:
+            env[sim_faults.ENV] = self.faults
         start_line = len(self.lines)
         self.proc = subprocess.Popen(mp.micropython_cmd(self.code.entry, heapsize=self.heapsize),
                                      env=env, cwd=self.state, stdin=subprocess.DEVNULL,
@@ -158,16 +164,18 @@ class SimDevice:
             return "\n".join(self.lines)
 
 
-def run_forever(radio: str, state: str, name: str | None, certs: str | None, *, code: str = "source",
-                heap_kib: int | None = None) -> int:
+def run_forever(radio: str, state: str, name: str | None, certs: str | None, faults: Sequence[str] = (), *,
+                code: str = "source", heap_kib: int | None = None) -> int:
     """`keyhook sim`: run in the foreground, echoing the console, rebooting on machine.reset().
 
+    `faults` (keyhook.sim.faults specs) hold for the first boot only: a restart is a clean boot.
     `code` is a form of `keyhook.sim.code.FORMS`, prepared under `state/code`; `heap_kib` the GC
     heap the firmware may use (KiB; the interpreter's default when None)."""
     from keyhook.sim.code import prepare
 
     prepared = prepare(code, Path(state) / "code")
-    dev = SimDevice(radio, state, name=name, certs=certs, echo=True, code=prepared, heap_kib=heap_kib)
+    dev = SimDevice(radio, state, name=name, certs=certs, echo=True, code=prepared, heap_kib=heap_kib,
+                    faults=faults)
     if heap_kib is not None:
         extra = f" + {prepared.image_size} B ROMFS image" if prepared.romfs else ""
         print(f"firmware as {code} on {mp.micropython_binary()}, GC heap {heap_kib} KiB{extra}", flush=True)
@@ -180,6 +188,7 @@ def run_forever(radio: str, state: str, name: str | None, certs: str | None, *, 
             if rc != RESET_EXIT_CODE:
                 return rc
             print("(device restarted)", flush=True)
+            dev.faults = ""
     except KeyboardInterrupt:
         return 0
     finally:

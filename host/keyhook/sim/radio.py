@@ -13,7 +13,7 @@ Wire format: one message per packet; byte 0 is the opcode, integers are big-endi
 | 0x01 SCAN | central -> device | (none); answered with ADV or NOT_ADVERTISING |
 | 0x81 ADV | device -> central | addr_type(1) addr(6) adv_type(1) rssi(1, signed) len(1) adv_data resp_data |
 | 0x80 NOT_ADVERTISING | device -> central | (none) |
-| 0x02 CONNECT | central -> device | addr_type(1) addr(6) of the central |
+| 0x02 CONNECT | central -> device | addr_type(1) addr(6) of the central, then its `LinkModel`: interval(2, 1.25 ms units, 0: none) packets per event(1) |
 | 0x82 ACCEPT | device -> central | conn_handle(2) GATT table (JSON) |
 | 0x83 REFUSE | device -> central | reason(1): 1 not advertising connectable, 2 a central is connected |
 | 0x03 MTU_REQ / 0x84 MTU_RSP | both | mtu(2) (each side's own; the MTU is the smaller) |
@@ -31,7 +31,8 @@ ATT payload. A write with response completes at the event after its request. The
 side applies the model (to its writes and to the notifications it delivers), so the link's
 capacity is `packets_per_event * (MTU - 3) / interval_s` bytes per second per direction.
 `interval_s = 0` turns the model off (tests). `KEYHOOK_RADIO_LINK` sets the default:
-`"interval_ms=15,packets=4"` or `"0"`.
+`"interval_ms=15,packets=4"` or `"0"`. The central tells the device its model in CONNECT: the
+device's notify pool (boards/unix/_vradio.py) empties at that pace, as NimBLE's does on air.
 
 Devices are started with `device_env(radio, state)` in their environment; a device exits
 with `RESET_EXIT_CODE` when the firmware calls `machine.reset()`.
@@ -391,8 +392,11 @@ class Connection:
             raise RadioError(f"cannot reach {address} on the radio {radio}: {e}") from e
         loop = asyncio.get_running_loop()
         central = central or bytes([os.urandom(1)[0] | 0xC0]) + os.urandom(5)  # random static
+        model = model or LinkModel.from_env()
+        units = round(model.interval_s / 0.00125) if model.enabled else 0
         try:
-            await loop.sock_sendall(sock, bytes([OP_CONNECT, 1]) + central)
+            await loop.sock_sendall(sock, bytes([OP_CONNECT, 1]) + central
+                                    + struct.pack(">HB", min(units, 0xFFFF), min(model.packets_per_event, 255)))
             reply = await asyncio.wait_for(loop.sock_recv(sock, MAX_PACKET), timeout)
         except (OSError, asyncio.TimeoutError) as e:
             sock.close()
@@ -402,7 +406,7 @@ class Connection:
             raise ConnectionRefused(address, reply[1] if len(reply) > 1 else 0)
         conn_handle = struct.unpack(">H", reply[1:3])[0]
         table = json.loads(reply[3:] or b"{}")
-        return cls(sock, address, conn_handle, table, model or LinkModel.from_env())
+        return cls(sock, address, conn_handle, table, model)
 
     # -- requests --
     async def _request(self, msg: bytes, expect: int, packets: int = 1) -> bytes:
