@@ -84,8 +84,9 @@ except (OSError, ValueError):
 rom = None
 try:
     import vfs
+    n = vfs.rom_ioctl(1)
     rom = {'size': 0, 'sha': None}
-    if vfs.rom_ioctl(1) > 0:
+    if n > 0:
         d = vfs.rom_ioctl(2, 0)
         rom['size'] = d.ioctl(4, 0) * d.ioctl(5, 0) if hasattr(d, 'ioctl') else len(d)
         m = memoryview(d)
