@@ -291,6 +291,7 @@ class DeployReport:
     reset: bool
     code: str = "mpy"  # "romfs": kh/ in the ROMFS partition; "mpy": .mpy files on the file system
     romfs_written: bool = False
+    romfs_changed: bool = False  # the ROMFS image differs from the board's (written unless a dry run)
     romfs_size: int = 0
     heap: kheap.HeapInfo | None = None
     warnings: list[str] = field(default_factory=list)
@@ -412,4 +413,5 @@ def deploy(port: str, board: Board | None = None, *, build_kw: dict | None = Non
         return DeployReport(port=port, board=b.name, copied=todo.copy, removed=todo.remove,
                             unchanged=len(todo.unchanged), reset=reset and not dry_run, code=form,
                             romfs_written=todo.romfs_image is not None and not dry_run,
+                            romfs_changed=todo.romfs_image is not None,
                             romfs_size=len(image) if form == "romfs" else 0, heap=first.heap, warnings=warnings)
