@@ -133,5 +133,5 @@ def heap_from_board(memory: dict) -> HeapInfo | None:
     if not kib:
         return None
     size = int(kib) * KIB
-    grow = int(memory.get("gc_heap_growable_kib", 0)) * KIB
+    grow = int(memory.get("psram_kib", 0)) * KIB  # the heap grows into PSRAM (MICROPY_GC_SPLIT_HEAP_AUTO)
     return HeapInfo(size=size, free=size, largest_free=size, growable=grow)
