@@ -36,4 +36,4 @@ def firmware(board_name: str, code: str, micropython_src: Path | None, out: Path
         click.echo(f"the firmware's ROMFS image: {fb.romfs_image} ({fb.romfs_size} bytes)")
     click.echo(f"next: keyhook flash --board {fb.board} --port PORT --micropython {fb.micropython} --erase")
     if code == "romfs":
-        click.echo("then: keyhook deploy --port PORT   (puts the firmware into the ROMFS partition)")
+        click.echo("      (flash writes the firmware into the ROMFS partition; keyhook deploy updates it there)")
