@@ -22,10 +22,11 @@ from keyhook.paths import FIRMWARE
 
 from test_boards_deploy import FakeBoard
 
-MP32 = os.environ.get("KEYHOOK_MICROPYTHON32", "/work/shared/tools/mp32/micropython-x86")
-INTERPRETERS = [pytest.param(None, id="unix64")]
-if Path(MP32).is_file():
-    INTERPRETERS.append(pytest.param(MP32, id="x86-32"))
+# The interpreter `keyhook.mp` runs (the PyPI unix port, or the one KEYHOOK_MICROPYTHON names,
+# e.g. a 32-bit build); KEYHOOK_MICROPYTHON_EXTRA adds one more to the same tests.
+INTERPRETERS = [pytest.param(None, id="default")]
+if os.environ.get("KEYHOOK_MICROPYTHON_EXTRA"):
+    INTERPRETERS.append(pytest.param(os.environ["KEYHOOK_MICROPYTHON_EXTRA"], id="extra"))
 
 
 @pytest.fixture(scope="module")
