@@ -285,3 +285,33 @@ def test_board_names_of_the_spiram_images():
     assert (kdeploy.board_from_machine("Generic ESP32S3 module with Octal-SPIRAM with ESP32S3")
             == "ESP32_GENERIC_S3-SPIRAM_OCT")
     assert kdeploy.board_from_machine("Generic ESP32S3 module with ESP32S3") == "ESP32_GENERIC_S3"
+
+
+def test_cli_deploy_says_where_the_code_went(tmp_path, capsys, monkeypatch):
+    from keyhook.cli import main
+
+    dev = device(tmp_path, 0x20000)
+    monkeypatch.setattr(kdeploy, "_default_runner", dev)
+    monkeypatch.setattr(kdeploy.serialport, "check", lambda port: None)
+    with pytest.raises(SystemExit) as e:
+        main(["deploy", "--port", "/dev/ttyFAKE", "--board", "ESP32_GENERIC", "--ca", "ISRG Root X1"])
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    assert "heap: " in out.err and "KiB GC heap" in out.err
+    assert "firmware in place: ROMFS image of" in out.out and "bytes written" in out.out
+    # --code mpy on the same board: the files, and the ROM emptied.
+    with pytest.raises(SystemExit) as e:
+        main(["deploy", "--port", "/dev/ttyFAKE", "--code", "mpy", "--ca", "ISRG Root X1"])
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    assert "copied kh/app/main.mpy" in out.out and "firmware in place" not in out.out
+    nopart = device(tmp_path / "n", 0)
+    monkeypatch.setattr(kdeploy, "_default_runner", nopart)
+    with pytest.raises(SystemExit) as e:
+        main(["deploy", "--port", "/dev/ttyFAKE", "--board", "ESP32_GENERIC", "--code", "romfs", "--no-trust"])
+    out = capsys.readouterr()
+    assert e.value.code == 2 and "cannot run in place" in out.err and "hint:" in out.err
+    with pytest.raises(SystemExit) as e:
+        main(["deploy", "--port", "/dev/ttyFAKE", "--board", "ESP32_GENERIC", "--no-trust", "--dry-run"])
+    out = capsys.readouterr()
+    assert e.value.code == 0 and "warning: no code in place on this ESP32_GENERIC" in out.err
