@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # checkout's parent on the team's machines).
 MP32 ?= $(firstword $(wildcard ../shared/tools/mp32/micropython-x86))
 
-.PHONY: all install test test32 demo bench hil clean
+.PHONY: all install test test32 demo bench hil clean firmware
 
 all: test
 
@@ -39,6 +39,13 @@ bench: $(STAMP)
 # Hardware in the loop: make hil PORT=/dev/ttyUSB0 BLE=AA:BB:CC:DD:EE:FF [HIL_HOST=192.0.2.10]
 hil: $(STAMP)
 	$(PY) -m pytest tests/hil -rs --port="$(PORT)" --ble-address="$(BLE)" --hil-host="$(HIL_HOST)"
+
+# keyhook's MicroPython image (ROMFS partition, TLS 1.3, X25519), built with ESP-IDF (idf.py on PATH):
+#   make firmware BOARD=ESP32_GENERIC MICROPY_DIR=/path/to/micropython [CODE=romfs|frozen]
+BOARD ?= ESP32_GENERIC
+CODE  ?= romfs
+firmware: $(STAMP)
+	$(PY) -m keyhook firmware --board "$(BOARD)" --code "$(CODE)" $(if $(MICROPY_DIR),--micropython-src "$(MICROPY_DIR)")
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -24,6 +24,8 @@ log.addHandler(logging.NullHandler())
 
 FORMAT = 1
 SUPPORTED = ("ESP32_GENERIC", "ESP32_GENERIC_S3", "ESP32_GENERIC_C3")
+# MicroPython's stock images for modules with PSRAM (its "SPIRAM" variants).
+PSRAM_BOARDS = ("ESP32_GENERIC-SPIRAM", "ESP32_GENERIC_S3-SPIRAM_OCT")
 # esptool chip names of the BLE-capable chips MicroPython's esp32 port supports.
 BLE_CHIPS = ("esp32", "esp32s3", "esp32c3", "esp32c2", "esp32c5", "esp32c6", "esp32h2", "esp32p4")
 # Chips (and MicroPython boards) that have no Bluetooth LE radio at all.
@@ -108,6 +110,13 @@ class Board:
     name_prefix: str
     memory: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # `make firmware`: the ROMFS partition of keyhook's MicroPython image (None: no definition)
+    # and the stock MicroPython board and variant it is built from.
+    romfs_offset: int | None = None
+    romfs_size: int | None = None
+    partitions_csv: Path | None = None
+    micropython_board: str | None = None
+    micropython_variant: str | None = None
 
     @property
     def simulated(self) -> bool:
@@ -240,6 +249,20 @@ def from_dict(d: dict[str, Any], path: Path) -> Board:
                            f"of a {size_name(flash_size)} flash")
     if chip is not None and (pt is None or app is None):
         raise KeyhookError(f"{fw}: a real board needs partition_table_offset and app_offset")
+    romfs = _get(d, "romfs", what, dict, optional=True)
+    romfs_offset = romfs_size = csv = None
+    if romfs is not None:
+        rw = f"{what}: romfs"
+        romfs_offset = parse_int(_get(romfs, "offset", rw, (str, int)), f"{rw}.offset")
+        romfs_size = parse_int(_get(romfs, "size", rw, (str, int)), f"{rw}.size")
+        csv = path.parent / _get(romfs, "partitions", rw, str)
+        if romfs_size <= 0 or romfs_offset % 4096 or romfs_size % 4096:
+            raise KeyhookError(f"{rw}: the ROMFS partition ({romfs_offset:#x}, {romfs_size:#x}) must be whole "
+                               "4096-byte flash sectors")
+        if romfs_offset + romfs_size > vfs_offset:
+            raise KeyhookError(f"{rw}: the ROMFS partition ends at {romfs_offset + romfs_size:#x}, inside the file "
+                               f"system at {vfs_offset:#x}")
+    fwd = _get(d, "firmware", what, dict, optional=True) or {}
     pins = _get(d, "pins", what, dict)
     mem = _get(d, "memory", what, dict)
     prefix = _get(d, "name_prefix", what, str)
@@ -268,6 +291,11 @@ def from_dict(d: dict[str, Any], path: Path) -> Board:
         name_prefix=prefix,
         memory=mem,
         raw=d,
+        romfs_offset=romfs_offset,
+        romfs_size=romfs_size,
+        partitions_csv=csv,
+        micropython_board=fwd.get("micropython_board"),
+        micropython_variant=fwd.get("variant"),
     )
 
 

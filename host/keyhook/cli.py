@@ -38,6 +38,7 @@ def _register() -> None:
     from keyhook.commands import image; cli.add_command(image.image)
     from keyhook.commands import flash; cli.add_command(flash.flash)
     from keyhook.commands import deploy; cli.add_command(deploy.deploy)
+    from keyhook.commands import firmware; cli.add_command(firmware.firmware)
     from keyhook.commands import console; cli.add_command(console.console)
     from keyhook.commands import sim; cli.add_command(sim.sim)
     from keyhook.commands import fire; cli.add_command(fire.fire)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,7 +223,6 @@ def flash(board: Board, port: str, image: bytes, *, erase: bool = False, baud: i
 def image_for(board: Board, *, image_path: Path | None, micropython: Path | None, flash_size: int | None = None,
               build_kw: dict | None = None, progress: Callable[[str], None] | None = None) -> bytes:
     """The bytes to flash: a merged image file as is, or MicroPython plus a fresh build merged."""
-    from keyhook import build as kbuild
     from keyhook import image as kimage
 
     if (image_path is None) == (micropython is None):
@@ -241,10 +241,91 @@ def image_for(board: Board, *, image_path: Path | None, micropython: Path | None
                 hint="make the image again with `keyhook image` for this board (and the same --flash-size)")
         return data
     mp = kimage.read_file(micropython, "MicroPython image")
-    kimage.inspect_release(board, mp, flash_size)
     with tempfile.TemporaryDirectory(prefix="keyhook-flash-") as tmp:
-        result = kbuild.build(board, Path(tmp) / "build", flash_size=flash_size, progress=progress,
-                              **(build_kw or {}))
         out = Path(tmp) / "merged.bin"
-        kimage.merge(board, mp, result.image.read_bytes(), out, flash_size)
+        build_and_merge(board, mp, out, Path(tmp) / "build", flash_size=flash_size, build_kw=build_kw,
+                        progress=progress)
         return out.read_bytes()
+
+
+def code_form(board: Board, micropython: bytes, flash_size: int | None = None) -> str:
+    """"romfs" when the MicroPython image has a ROMFS partition (a `make firmware` image), else "mpy"."""
+    from keyhook import image as kimage
+
+    rel = kimage.inspect_release(board, micropython, flash_size)
+    return "romfs" if kimage.romfs_partition(rel.partitions) else "mpy"
+
+
+def build_and_merge(board: Board, micropython: bytes, out: Path, build_dir: Path, *, flash_size: int | None = None,
+                    build_kw: dict | None = None, progress: Callable[[str], None] | None = None) -> str:
+    """Build keyhook's file system and merge it with MicroPython into `out`; returns the code form.
+
+    When the MicroPython image has a ROMFS partition, the compiled firmware (kh/) goes there as a
+    ROMFS image and runs in place, and the file system holds the rest (main.py, board.json, the
+    trust store); otherwise the .mpy files go on the file system.
+    """
+    from keyhook import build as kbuild
+    from keyhook import image as kimage
+    from keyhook import romfs as kromfs
+
+    form = code_form(board, micropython, flash_size)
+    result = kbuild.build(board, build_dir, flash_size=flash_size, progress=progress, **(build_kw or {}))
+    rom_image = None
+    if form == "romfs":
+        rom_image = kromfs.build_image(result.stage)
+        if progress:
+            progress(f"the firmware goes into the ROMFS partition ({len(rom_image)} bytes), to run in place")
+        for root in kromfs.IMAGE_ROOTS:
+            shutil.rmtree(result.stage / root)
+        offset, size = board.vfs_for_flash(flash_size)
+        result.image.write_bytes(kbuild.make_littlefs(result.stage, size, board.vfs_block_size))
+    kimage.merge(board, micropython, result.image.read_bytes(), out, flash_size, romfs_image=rom_image)
+    return form
+
+
+HEAP_TIMEOUT_S = 8  # a running MicroPython answers in 1-2 s; a board in its bootloader never
+
+
+@dataclass
+class HeapCheck:
+    """The heap `flash` compared the firmware with, where it came from, and the warnings."""
+
+    heap: object | None  # keyhook.heap.HeapInfo
+    source: str  # "board" (read over the REPL), "board.json", or "none"
+    form: str
+    warnings: list
+
+
+def read_heap(port: str, *, runner=None, timeout: float = HEAP_TIMEOUT_S):
+    """The GC heap of the MicroPython running on the board now (keyhook.heap.HeapInfo), read
+    over the raw REPL with mpremote; None when the board does not answer as MicroPython (a new
+    board, or one in its bootloader)."""
+    from keyhook import deploy as kdeploy
+    from keyhook import heap as kheap
+
+    try:
+        proc = kdeploy.run_mpremote(port, ["exec", kheap.HEAP_PROBE], timeout=timeout, runner=runner)
+    except KeyhookError as e:
+        log.info("no heap figures from %s: %s", port, e)
+        return None
+    return kheap.parse_heap(proc.stdout)
+
+
+def check_heap(board: Board, port: str, form: str, *, ask: bool = True, runner=None,
+               timeout: float = HEAP_TIMEOUT_S) -> HeapCheck:
+    """Compare the firmware in code form `form` with the board's heap, before writing.
+
+    The heap is read from the MicroPython the board runs now (the same chip and, for a stock
+    image, the same heap as after flashing); when it does not answer, board.json's "memory"
+    figures stand in.
+    """
+    from keyhook import heap as kheap
+
+    heap = read_heap(port, runner=runner, timeout=timeout) if ask else None
+    source = "board"
+    if heap is None:
+        heap, source = kheap.heap_from_board(board.memory), "board.json"
+    if heap is None:
+        return HeapCheck(None, "none", form, [])
+    where = f"the {board.name} on {port}" if source == "board" else f"a {board.name} (figures of its board.json)"
+    return HeapCheck(heap, source, form, kheap.fit_warnings(heap, form, where))

@@ -179,9 +179,15 @@ def read_file(path: Path | str, what: str) -> bytes:
         raise KeyhookError(f"cannot read {what} {path}: {e.strerror}") from None
 
 
+def romfs_partition(rows: list[Partition]) -> Partition | None:
+    """The data partition MicroPython's esp32 port mounts at /rom (labelled "romfs"), if any."""
+    return next((p for p in rows if p.type == TYPE_DATA and p.label == "romfs"), None)
+
+
 def merge(board: Board, micropython: bytes, vfs_image: bytes, out: Path | str,
-          flash_size: int | None = None) -> ReleaseImage:
-    """Write one image: `micropython` at the board's image offset, `vfs_image` at the vfs offset.
+          flash_size: int | None = None, romfs_image: bytes | None = None) -> ReleaseImage:
+    """Write one image: `micropython` at the board's image offset, `vfs_image` at the vfs offset,
+    and `romfs_image` (when given) at the offset of the image's "romfs" partition.
 
     The output starts at the board's image offset (write it where the release image goes).
     """
@@ -192,9 +198,19 @@ def merge(board: Board, micropython: bytes, vfs_image: bytes, out: Path | str,
     if len(vfs_image) != rel.vfs_size:
         raise KeyhookError(f"the littlefs image is {len(vfs_image)} bytes, the partition {rel.vfs_size}",
                            hint="build it for the same board and --flash-size")
+    parts = [(board.image_offset, micropython), (rel.vfs_offset, vfs_image)]
+    if romfs_image is not None:
+        rom = romfs_partition(rel.partitions)
+        if rom is None:
+            raise KeyhookError("this MicroPython image has no ROMFS partition for the firmware",
+                               hint="build one with `make firmware`, or leave the code on the file system")
+        if len(romfs_image) > rom.size:
+            raise KeyhookError(f"the firmware's ROMFS image is {len(romfs_image)} bytes, the partition {rom.size}")
+        if board.image_offset + len(micropython) > rom.offset:
+            raise KeyhookError(f"the MicroPython image runs into its ROMFS partition at {rom.offset:#x}")
+        parts.insert(1, (rom.offset, romfs_image))
     try:
-        merge_bin([(board.image_offset, micropython), (rel.vfs_offset, vfs_image)], chip=board.chip,
-                  output=str(out), target_offset=board.image_offset)
+        merge_bin(parts, chip=board.chip, output=str(out), target_offset=board.image_offset)
     except FatalError as e:
         raise KeyhookError(f"esptool could not merge the images: {e}") from None
     return rel

@@ -58,6 +58,8 @@ class FakeBoard:
         for s in steps:
             if s[:2] == ["fs", "rm"]:
                 (self.root / s[2][1:]).unlink()
+            elif s[:2] == ["fs", "rmdir"]:
+                (self.root / s[2][1:]).rmdir()  # fails, as on the device, unless empty
             elif s[:2] == ["fs", "mkdir"]:
                 (self.root / s[2][1:]).mkdir()
             elif s[:3] == ["fs", "cp", "-f"]:

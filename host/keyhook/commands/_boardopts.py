@@ -9,7 +9,8 @@ import click
 
 from keyhook.boards import parse_size
 
-BOARD_HELP = "Board: ESP32_GENERIC, ESP32_GENERIC_S3, ESP32_GENERIC_C3 (or a folder holding a board.json)."
+BOARD_HELP = ("Board: ESP32_GENERIC, ESP32_GENERIC_S3, ESP32_GENERIC_C3, ESP32_GENERIC-SPIRAM, "
+              "ESP32_GENERIC_S3-SPIRAM_OCT (or a folder holding a board.json).")
 
 
 def flash_size_arg(value: str | None) -> int | None:

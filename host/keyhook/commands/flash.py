@@ -22,9 +22,12 @@ from keyhook.commands._boardopts import BOARD_HELP, build_kw, flash_size_arg, tr
               help="A MicroPython release image: keyhook builds its file system and merges it first.")
 @click.option("--erase", is_flag=True, help="Erase the whole flash first (also clears NVS and anything beyond the image).")
 @click.option("--baud", type=int, default=kflash.DEFAULT_BAUD, show_default=True, help="Baud rate for writing.")
+@click.option("--no-heap-check", is_flag=True,
+              help="Do not read the board's heap over the REPL first (board.json's figures are used).")
 @trust_options
 def flash(board_name: str, port: str, image_path: Path | None, micropython: Path | None, erase: bool, baud: int,
-          ca_bundle: Path | None, select: tuple[str, ...], no_trust: bool, flash_size: str | None) -> None:
+          no_heap_check: bool, ca_bundle: Path | None, select: tuple[str, ...], no_trust: bool,
+          flash_size: str | None) -> None:
     """Write keyhook (and MicroPython) to the board on PORT with esptool, then reset it.
 
     The chip found on PORT must be the board's chip; the module's flash size must be the one
@@ -32,12 +35,24 @@ def flash(board_name: str, port: str, image_path: Path | None, micropython: Path
 
     The image holds a whole file system: flashing replaces the device's pairings, rules and
     setup code. To update a device and keep them, use `keyhook deploy`.
+
+    With a MicroPython image that has a ROMFS partition (`make firmware`), the firmware goes
+    there and runs in place. Before writing, the heap of the MicroPython the board runs now is
+    read over the REPL (or taken from board.json), and a warning says when the firmware will
+    not fit it.
     """
     board = boards.load(board_name)
     size = flash_size_arg(flash_size)
     data = kflash.image_for(board, image_path=image_path, micropython=micropython, flash_size=size,
                             build_kw=build_kw(ca_bundle, select, no_trust),
                             progress=lambda s: click.echo(s, err=True))
+    form = kflash.code_form(board, data[:board.vfs_for_flash(size)[0] - board.image_offset], size)
+    check = kflash.check_heap(board, port, form, ask=not no_heap_check)
+    if check.heap is not None:
+        click.echo(f"heap ({'read from the board' if check.source == 'board' else 'from board.json'}): "
+                   f"{check.heap.describe()}", err=True)
+    for w in check.warnings:
+        click.secho(f"warning: {w}", fg="yellow", err=True)
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
                   console=console, transient=False) as bar:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from keyhook import boards
-from keyhook import build as kbuild
+from keyhook import flash as kflash
 from keyhook import image as kimage
 from keyhook.commands._boardopts import BOARD_HELP, build_kw, flash_size_arg, trust_options
 
@@ -37,12 +37,14 @@ def image(board_name: str, micropython: Path, out: Path, fs_image: Path | None, 
     mp = kimage.read_file(micropython, "MicroPython image")
     if fs_image is not None:
         vfs = kimage.read_file(fs_image, "littlefs image")
+        rel = kimage.merge(board, mp, vfs, out, size)
     else:
+        # With a ROMFS partition in the MicroPython image (make firmware), the firmware goes there.
         with tempfile.TemporaryDirectory(prefix="keyhook-image-") as tmp:
-            result = kbuild.build(board, Path(tmp), flash_size=size, progress=lambda s: click.echo(s, err=True),
-                                  **build_kw(ca_bundle, select, no_trust))
-            vfs = result.image.read_bytes()
-    rel = kimage.merge(board, mp, vfs, out, size)
+            kflash.build_and_merge(board, mp, out, Path(tmp), flash_size=size, build_kw=build_kw(ca_bundle, select,
+                                                                                                  no_trust),
+                                   progress=lambda s: click.echo(s, err=True))
+        rel = kimage.inspect_release(board, mp, size)
     if show_info:
         for line in kimage.describe(board, out.read_bytes()):
             click.echo(line)

@@ -4,17 +4,15 @@
   edit-and-run loop; no board runs this way).
 - ``mpy``: `.mpy` files compiled for the interpreter, loaded from the file system; their
   bytecode lives in the GC heap (a stock board after `keyhook deploy` without ROMFS).
-- ``romfs``: the `.mpy` files packed into a ROMFS image (`mpremote romfs build`) that
-  `vfs.VfsRom` mounts at `/rom`; bytecode runs in place from the image (a board with a ROMFS
-  partition). On the unix port the image sits in a buffer of the GC heap, so its size is added
+- ``romfs``: the `.mpy` files packed into a ROMFS image (`keyhook.romfs`, as `keyhook deploy`
+  writes a ROMFS partition) that `vfs.VfsRom` mounts at `/rom`, with only `main.py` on the file
+  system; bytecode runs in place from the image (a board with a ROMFS partition). On the unix port the image sits in a buffer of the GC heap, so its size is added
   to the heap the firmware is given (`boards/unix/romboot.py`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import shutil
 from pathlib import Path
 
@@ -51,21 +49,6 @@ def sim_board() -> boards.Board:
     return dataclasses.replace(board, mpy_arch=arch) if arch else board
 
 
-def romfs_image(tree: Path, out: Path) -> Path:
-    """Pack a compiled firmware tree (`kh/` and `main.py`) into a ROMFS image at `out`."""
-    from mpremote.romfs import make_romfs
-
-    stage = out.with_suffix(".stage")
-    shutil.rmtree(stage, ignore_errors=True)
-    shutil.copytree(tree / "kh", stage / "kh")
-    shutil.copyfile(tree / "main.py", stage / "main.py")
-    with contextlib.redirect_stdout(io.StringIO()):  # make_romfs prints the tree it packs
-        image = make_romfs(str(stage), mpy_cross=False)
-    shutil.rmtree(stage)
-    out.write_bytes(image)
-    return out
-
-
 def prepare(form: str, workdir: Path, src: Path = FIRMWARE) -> Code:
     """Put the firmware in `form` under `workdir` (made if missing) and say how to run it.
 
@@ -82,7 +65,12 @@ def prepare(form: str, workdir: Path, src: Path = FIRMWARE) -> Code:
     compile_firmware(sim_board(), tree, src)
     if form == "mpy":
         return Code(form, tree, tree / "main.py")
-    image = romfs_image(tree, workdir / "kh.romfs")
-    empty = workdir / "none"  # nothing of the firmware on the file system: all of it is in /rom
-    empty.mkdir(exist_ok=True)
-    return Code(form, empty, UNIX_BOARD / "romboot.py", image)
+    from keyhook import romfs
+
+    image = workdir / romfs.IMAGE_NAME
+    image.write_bytes(romfs.build_image(tree))
+    files = workdir / "fs"  # the file system holds main.py only, as after `keyhook deploy` to ROMFS
+    shutil.rmtree(files, ignore_errors=True)
+    files.mkdir()
+    shutil.copyfile(tree / "main.py", files / "main.py")
+    return Code(form, files, UNIX_BOARD / "romboot.py", image)
