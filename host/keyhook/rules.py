@@ -1,6 +1,6 @@
 """Webhook rules on the host: load, validate, normalise and warn, before anything is pushed.
 
-A rule is one webhook object of `shared/spec/webhook-definition.md` (keyed by its
+A rule is one webhook object of `docs/rule-format.md` (keyed by its
 `functionName`) plus the device events that fire it. The device validates again; this module
 exists so that an integrator hears about a mistake at push time, with the field named.
 """
@@ -65,6 +65,7 @@ def pin_to_der(pin: str) -> bytes:
     """A pinned certificate given as PEM or as base64 DER, as DER bytes (validated)."""
     text = pin.strip()
     if "-----BEGIN" in text:
+        text = text.replace("\\n", "\n")  # "\n" written out inside the JSON string: a line break
         try:
             return x509.load_pem_x509_certificate(text.encode()).public_bytes(Encoding.DER)
         except ValueError:
@@ -83,7 +84,7 @@ def is_private_host(host: str) -> bool | None:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return None
-    # The device's rule (DESIGN.md): loopback, link-local, RFC 1918, RFC 4193. Python's
+    # The device's rule (docs/design.md): loopback, link-local, RFC 1918, RFC 4193. Python's
     # `is_private` also counts documentation and reserved ranges, so it is not used.
     return any(ip in net for net in LOCAL_NETWORKS if net.version == ip.version)
 
@@ -176,7 +177,9 @@ def normalise(webhook: dict, events: tuple[str, ...] | list[str] | None = None) 
             raise fail("definition.additionalHttpHeaders", f"header {k!r} has a forbidden character")
     if headers:
         out_def["additionalHttpHeaders"] = dict(headers)
-    timeout = d.get("timeout", 3000)
+    timeout = d.get("timeout")
+    if timeout is None:  # absent or an explicit null: the default
+        timeout = 3000
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= MAX_TIMEOUT_MS:
         raise fail("definition.timeout", f"{timeout!r} is not a number of milliseconds from 1 to {MAX_TIMEOUT_MS}")
     out_def["timeout"] = timeout

@@ -1,6 +1,6 @@
 # Rules store: the webhooks this device fires, and the device events that fire them.
 #
-# A rule is one webhook object of shared/spec/webhook-definition.md, keyed by its functionName,
+# A rule is one webhook object of docs/rule-format.md, keyed by its functionName,
 # with one more top-level key, "events": the events that fire it (default ["trigger"]):
 #   "trigger"            the paired app's `trigger` command may fire it by name
 #   "button:<name>"      a press of the named button          (name: 1-16 of A-Za-z0-9_-)
