@@ -4,6 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt host/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
+# Tests run on both cores (pytest-xdist), at most 2 workers: every test keeps its files, radio and
+# ports to itself. `make test JOBS=0` runs them in one process.
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && n=2; echo $$n)
 
 .PHONY: all install test demo bench hil clean
 
@@ -18,7 +21,7 @@ $(STAMP): requirements.txt host/pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m keyhook.demo
