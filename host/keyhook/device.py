@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,10 @@ from keyhook import KeyhookError
 from keyhook import ble
 from keyhook.keystore import Keystore
 from keyhook.session import open_session, pair
+from keyhook.session.errors import AuthFailed, AuthenticationError, NotPaired
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
 
 # Leave room inside MAX_PAYLOAD (8192) for the request envelope.
 MESSAGE_BUDGET = 7600
@@ -26,12 +31,23 @@ TRIGGER_TIMEOUT_S = 40.0
 
 async def onboard(address: str, code: str, *, radio: str | None = None, keystore: Keystore | None = None,
                   timeout: float = 20.0) -> dict:
-    """Pair with the device at `address` using its setup code; returns its `info`."""
+    """Pair with the device at `address` using its setup code; returns its `info`.
+
+    When this app is already paired with it (a session with the stored key works), nothing is
+    tried and the `info` has ``"already_paired": True``.
+    """
     keystore = keystore or Keystore()
+    if keystore.list():
+        try:
+            async with DeviceClient(address, radio=radio, keystore=keystore, timeout=timeout) as dev:
+                return {**await dev.info(), "already_paired": True}
+        except (NotPaired, AuthFailed, AuthenticationError) as e:
+            log.info("no working pairing with %s here (%s); pairing with the setup code", address, e)
+    log.info("connecting to %s to pair", address)
     async with ble.connect(address, radio=radio, timeout=timeout) as link:
         await pair(link, code, keystore)
     async with DeviceClient(address, radio=radio, keystore=keystore, timeout=timeout) as dev:
-        return await dev.info()
+        return {**await dev.info(), "already_paired": False}
 
 
 class DeviceClient:
@@ -46,12 +62,15 @@ class DeviceClient:
         self.timeout = timeout
         self._link_cm = None
         self.session = None
+        self.commit_sent = False  # put_rules: the request that commits has started to go out
 
     async def __aenter__(self) -> "DeviceClient":
         extra = {"mtu": self.mtu} if self.mtu else {}
+        log.info("connecting to %s", self.address)
         self._link_cm = ble.connect(self.address, radio=self.radio, timeout=self.timeout, **extra)
         link = await self._link_cm.__aenter__()
         try:
+            log.info("connected (MTU %s); opening a session", getattr(link, "mtu", "?"))
             self.session = await open_session(link, self.keystore)
         except BaseException:
             await self._link_cm.__aexit__(None, None, None)
@@ -64,7 +83,10 @@ class DeviceClient:
 
     async def request(self, op: str, **fields: Any) -> dict:
         """Send one operation; return the response (a refusal raises `RequestFailed`)."""
-        return await self.session.request(op, **fields)
+        log.info("request %s", op)  # the operation only: fields may hold secrets
+        reply = await self.session.request(op, **fields)
+        log.debug("reply to %s: ok", op)
+        return reply
 
     async def info(self) -> dict:
         reply = await self.request("info")
@@ -87,6 +109,8 @@ class DeviceClient:
             batch_bytes[-1] += size + 1
         total = sum(sizes)
         if len(batches) == 1:
+            self.commit_sent = True
+            log.info("sending %d rule(s), %d bytes, in one message that commits", len(rules), total)
             reply = await self.request("rules.put", rules=rules)
             if progress:
                 progress(total, total)
@@ -96,6 +120,9 @@ class DeviceClient:
         done = 0
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
+            if last:
+                self.commit_sent = True
+            log.info("sending part %d of %d%s", i + 1, len(batches), " (commits)" if last else "")
             reply = await self.request("rules.stage", txn=txn, rules=batch, commit=last)
             txn = reply.get("txn", txn)
             done += batch_bytes[i] - len(batch)  # the sizes, without the separators
@@ -109,8 +136,10 @@ class DeviceClient:
     async def delete_rule(self, name: str) -> bool:
         return (await self.request("rules.delete", functionName=name))["deleted"]
 
-    async def trigger(self, name: str, wait: bool = True) -> dict:
-        reply = await self.session.request("trigger", timeout=TRIGGER_TIMEOUT_S, functionName=name, wait=wait)
+    async def trigger(self, name: str, wait: bool = True, timeout: float = TRIGGER_TIMEOUT_S) -> dict:
+        """Fire the rule `name` now; with `wait`, its result (the device retries for up to 15 s)."""
+        log.info("request trigger %r%s", name, "" if wait else " (no wait)")
+        reply = await self.session.request("trigger", timeout=timeout, functionName=name, wait=wait)
         return reply.get("result") or {"queued": True}
 
     async def wifi(self, ssid: str, password: str) -> None:
@@ -123,7 +152,7 @@ class DeviceClient:
         return (await self.request("log", lines=lines))["lines"]
 
     async def trust_add(self, der: bytes) -> str:
-        return (await self.request("trust.add", der=base64.b64encode(der).decode()))["id"]
+        return (await self.request("trust.add", der=base64.b64encode(der).decode()))["root"]
 
     async def trust_list(self) -> list[dict]:
         return (await self.request("trust.list"))["roots"]

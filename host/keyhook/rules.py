@@ -49,15 +49,22 @@ class Warning_:
 def load_rules(path: str | Path) -> list[dict]:
     """Read one webhook object or a JSON list of them."""
     try:
-        data = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
     except FileNotFoundError:
         raise RuleError(f"{path}: no such file", hint="give the path of a webhook JSON file") from None
+    return parse_rules(text, str(path))
+
+
+def parse_rules(text: str, source: str = "standard input") -> list[dict]:
+    """One webhook object or a JSON list of them, from `text` (`source` names it in errors)."""
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise RuleError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
+        raise RuleError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
                         hint="fix the JSON; `python -m json.tool FILE` shows where") from None
     rules = data if isinstance(data, list) else [data]
     if not rules:
-        raise RuleError(f"{path}: the list is empty", hint="put at least one webhook object in it")
+        raise RuleError(f"{source}: the list is empty", hint="put at least one webhook object in it")
     return rules
 
 

@@ -90,3 +90,39 @@ def default_roots() -> list[bytes]:
         warnings.simplefilter("ignore")  # a few public roots have non-positive serials
         certs = x509.load_pem_x509_certificates(Path(certifi.where()).read_bytes())
     return [c.public_bytes(serialization.Encoding.DER) for c in certs]
+
+
+def remember_root(der: bytes, directory: str | Path) -> None:
+    """Keep a copy of a root this host added to a device, so `trust list` can describe it."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{hashlib.sha256(der).hexdigest()[:16]}.der").write_bytes(der)
+
+
+def describe_roots(roots: list[dict], remembered: str | Path | None = None) -> list[dict]:
+    """`trust.list` entries (`{"id", "added"}`) with `subject` and `expires` (ISO 8601 UTC) when
+    this host knows the certificate: a public root, or one it added (`remembered`); else None.
+
+    A device names a root by the hash of its subject (`<h>` or `<h>.<n>`), the same for every
+    device, so the subject is exact; with several known roots of one subject, `expires` is the
+    latest of them.
+    """
+    ders = list(default_roots())
+    if remembered is not None and Path(remembered).is_dir():
+        ders += [p.read_bytes() for p in sorted(Path(remembered).glob("*.der"))]
+    by_hash: dict[str, list[x509.Certificate]] = {}
+    for der in ders:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            continue
+        by_hash.setdefault(name_hash(cert.subject.public_bytes()), []).append(cert)
+    out = []
+    for r in roots:
+        certs = by_hash.get(str(r.get("id", "")).split(".")[0], [])
+        subject = certs[0].subject.rfc4514_string() if certs else None
+        expires = max(c.not_valid_after_utc for c in certs).strftime("%Y-%m-%dT%H:%M:%SZ") if certs else None
+        out.append({**r, "subject": subject, "expires": expires})
+    return out

@@ -26,7 +26,7 @@ FIRE_SCRIPT = UNIX_BOARD / "fire.py"
 
 def _read_definition(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = sys.stdin.buffer.read().decode("utf-8") if str(path) == "-" else path.read_text(encoding="utf-8")
     except OSError as e:
         raise KeyhookError(f"cannot read {path}: {e.strerror}", hint="give the path of a webhook JSON file") from e
     except UnicodeDecodeError as e:
@@ -113,7 +113,7 @@ def run_fire(definition: dict | Path | list[dict], *, trust: tuple[str, ...] | l
 
 
 @click.command()
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, allow_dash=True))
 @click.option("--trust", "trust", multiple=True, type=click.Path(dir_okay=False), metavar="CA.pem",
               help="Add the CA certificate(s) in this PEM or DER file to the trust store (repeatable).")
 @click.option("--state", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
@@ -125,7 +125,7 @@ def fire(file: Path, trust: tuple[str, ...], state: Path | None, resolve: tuple[
          no_public_roots: bool) -> None:
     """Fire the webhook definition in FILE once, as the device would, and print the result.
 
-    FILE holds a full webhook object or just its "definition". The request runs through the
+    FILE holds a full webhook object or just its "definition" (- reads standard input). The request runs through the
     device firmware's own engine (MicroPython), with the same checks for every security level:
     use it to test a definition and its pin before you push it. Prints one JSON object with
     sent, status, error, message and elapsed_ms; exits 0 if and only if a response came back.

@@ -24,11 +24,12 @@ def make_qr(code: str) -> segno.QRCode:
 @click.option("--scale", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Pixels per module in the PNG.")
 @click.option("--compact/--no-compact", default=False,
-              help="Draw the terminal QR code with half-height Unicode blocks.")
+              help="Draw the terminal QR code with half-height Unicode blocks (always so into a pipe or file: "
+                   "no terminal escapes there).")
 def qr(code: str, png: Path | None, scale: int, compact: bool) -> None:
     """Show the setup CODE (8 digits, as printed on the device's serial console) as a QR code."""
     symbol = make_qr(code)
-    symbol.terminal(out=sys.stdout, compact=compact)
+    symbol.terminal(out=sys.stdout, compact=compact or not sys.stdout.isatty())
     digits = check_code(code)
     click.echo(f"setup code {digits[:4]}-{digits[4:]}")
     if png is not None:

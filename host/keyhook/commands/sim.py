@@ -6,10 +6,11 @@ import sys
 
 import click
 
+from keyhook.ble.backend import default_radio
 from keyhook.sim.device import run_forever
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--state", default="keyhook-state", show_default=True, type=click.Path(file_okay=False),
               help="Directory for the device's flash image and unique id (same dir: same device).")
 @click.option("--name", default=None, help="Advertised name (default keyhook-XXXXXX).")
@@ -17,9 +18,53 @@ from keyhook.sim.device import run_forever
               help="Trust store directory (DER roots as `keyhook build` writes them).")
 @click.pass_context
 def sim(ctx: click.Context, state: str, name: str | None, certs: str | None) -> None:
-    """Run a simulated device on the virtual radio (--radio, default ./keyhook-radio).
+    """Run a simulated device on the virtual radio (--radio, else the default one it names).
 
     While unpaired it prints its setup code, as a real device does on its serial console.
+    Ctrl-C, SIGTERM and SIGHUP stop it. `keyhook sim press ADDRESS` presses its button.
     """
-    radio = (ctx.find_root().obj or {}).get("radio") or "keyhook-radio"
+    if ctx.invoked_subcommand is not None:
+        return
+    radio = (ctx.find_root().obj or {}).get("radio") or default_radio()
+    click.echo(f"radio: virtual radio {radio}" + ("" if (ctx.find_root().obj or {}).get("radio") else
+               f" (the default; BLE commands find a device running on it, or give --radio {radio})"), err=True)
     sys.exit(run_forever(radio, state, name, certs))
+
+
+@sim.command("press")
+@click.argument("address", required=False)
+@click.option("--state", "state_dir", default=None, type=click.Path(file_okay=False),
+              help="Press the button of the device with this state directory (instead of ADDRESS).")
+@click.option("--hold", default=0.1, show_default=True, type=click.FloatRange(0.0, 30.0), metavar="SECONDS",
+              help="How long the button is held down.")
+@click.option("--pin", default=0, show_default=True, type=click.IntRange(0, 255),
+              help="The GPIO the button is wired to (`pins.button` in boards/unix/board.json).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def press(ctx: click.Context, address: str | None, state_dir: str | None, hold: float, pin: int,
+          as_json: bool) -> None:
+    """Press the button of the simulated device ADDRESS (lifts a pairing lock-out, fires button:boot rules)."""
+    import asyncio
+    import json
+
+    from keyhook import KeyhookError
+    from keyhook.commands._options import check_address
+    from keyhook.sim import radio as vradio
+
+    if (address is None) == (state_dir is None):
+        raise KeyhookError("give the device's ADDRESS or its --state DIR", hint="`keyhook scan` lists the addresses")
+    if state_dir is not None:
+        address = vradio.address_for_state(state_dir)
+        if address is None:
+            raise KeyhookError(f"{state_dir} holds no simulated device", hint="give the --state DIR `keyhook sim` runs with")
+    address = check_address(address)
+    radio = (ctx.find_root().obj or {}).get("radio") or default_radio()
+    click.echo(f"radio: virtual radio {radio}", err=True)
+    try:
+        asyncio.run(vradio.press(radio, address, pin=pin, hold_s=hold))
+    except vradio.RadioError as e:
+        raise KeyhookError(str(e), hint="is `keyhook sim` running with this --radio? (`keyhook scan` lists devices)") from None
+    if as_json:
+        click.echo(json.dumps({"pressed": address, "pin": pin, "hold_s": hold}))
+    else:
+        click.echo(f"pressed the button of {address} for {hold:g} s")
