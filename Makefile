@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m keyhook.demo
+	$(PY) -m keyhook.lab.demo
 
 bench: $(STAMP)
 	$(PY) tests/bench/run.py

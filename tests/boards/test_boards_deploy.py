@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from keyhook import KeyhookError, boards, mp
-from keyhook import deploy as kdeploy
+from keyhook import KeyhookError, boards
+from keyhook.boards import mp
+from keyhook.boards import deploy as kdeploy
 from keyhook.paths import FIRMWARE
 
 

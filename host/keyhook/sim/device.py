@@ -16,7 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from keyhook import KeyhookError, mp
+from keyhook import KeyhookError
+from keyhook.boards import mp
 from keyhook.paths import FIRMWARE
 from keyhook.sim import radio as vradio
 

@@ -1,6 +1,6 @@
 """The BLE commands: scan, onboard, and everything a paired app asks of a device.
 
-Each command is a thin wrapper over `keyhook.device.DeviceClient`; `--json` prints one JSON
+Each command is a thin wrapper over `keyhook.session.device.DeviceClient`; `--json` prints one JSON
 document for scripts. `--radio PATH` (global) talks to a simulated device instead of the adapter;
 without it, a simulated device running on the default virtual radio is found there. Every
 command says on stderr which radio it uses and what it waits for; `--timeout` bounds the wait.
@@ -21,8 +21,8 @@ from rich.table import Table
 
 from keyhook import KeyhookError, ble
 from keyhook import rules as rules_mod
-from keyhook.commands._options import ADDRESS, json_option, radio_for, timeout_option, waiting
-from keyhook.device import TRIGGER_TIMEOUT_S, DeviceClient, onboard as onboard_device
+from keyhook.cli._options import ADDRESS, Interrupted, json_option, radio_for, timeout_option, waiting
+from keyhook.session.device import TRIGGER_TIMEOUT_S, DeviceClient, onboard as onboard_device
 
 out = Console(emoji=False, soft_wrap=True)  # no :ab: emoji codes in addresses, no wrapping in pipes
 err = Console(stderr=True, emoji=False)
@@ -165,7 +165,6 @@ def rules_push(ctx: click.Context, address: str, file: str, events: tuple[str, .
                          transient=True, disable=as_json or not err.is_terminal) as bar:
             stored = _run(go(bar, bar.add_task("push", total=None)))
     except KeyboardInterrupt:
-        from keyhook.cli import Interrupted
         if client.commit_sent:
             raise Interrupted("interrupted; the device may hold the new rules",
                               hint=f"see what it holds: keyhook rules list {address}") from None
@@ -178,7 +177,7 @@ def rules_push(ctx: click.Context, address: str, file: str, events: tuple[str, .
 def _pin_warnings(rules: list[dict]) -> list[rules_mod.Warning_]:
     import base64
 
-    from keyhook.pin import fetch_chain, pin_matches
+    from keyhook.rules.pin import fetch_chain, pin_matches
     found = []
     for r in rules:
         d = r["definition"]
@@ -293,7 +292,7 @@ def time_(ctx: click.Context, address: str, timeout: float, as_json: bool) -> No
 @click.pass_context
 def log(ctx: click.Context, address: str, lines: int, timeout: float, as_json: bool) -> None:
     """Show the device's recent log lines (redacted: no tokens, headers or bodies)."""
-    from keyhook.devicelog import parse_line
+    from keyhook.session.devicelog import parse_line
 
     data = _with_device(ctx, address, lambda d: d.log(lines), timeout)
     _emit(as_json, [parse_line(line) for line in data],
@@ -350,7 +349,7 @@ def trust() -> None:
 
 
 def _roots_dir():
-    from keyhook.keystore import config_dir
+    from keyhook.session.keystore import config_dir
     return config_dir() / "roots"
 
 
@@ -362,8 +361,8 @@ def _roots_dir():
 @click.pass_context
 def trust_add(ctx: click.Context, address: str, cert: str, timeout: float, as_json: bool) -> None:
     """Add the CA certificate in CERT (PEM or DER; - reads standard input) to the device's trust store."""
-    from keyhook.devpki import to_der
-    from keyhook.truststore import describe_roots, remember_root
+    from keyhook.lab.devpki import to_der
+    from keyhook.rules.truststore import describe_roots, remember_root
 
     data = sys.stdin.buffer.read() if cert == "-" else open(cert, "rb").read()
     try:
@@ -388,7 +387,7 @@ def trust_add(ctx: click.Context, address: str, cert: str, timeout: float, as_js
 @click.pass_context
 def trust_list(ctx: click.Context, address: str, timeout: float, as_json: bool) -> None:
     """List the roots in the device's trust store: id, subject, expiry (`added`: an app added it)."""
-    from keyhook.truststore import describe_roots
+    from keyhook.rules.truststore import describe_roots
 
     roots = describe_roots(_with_device(ctx, address, lambda d: d.trust_list(), timeout), _roots_dir())
 

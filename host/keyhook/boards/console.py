@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 
-from keyhook import KeyhookError, serialport
+from keyhook import KeyhookError
+from keyhook.boards import serialport
 
 EXIT_CHAR = chr(0x1D)  # Ctrl-]
 RESET_PULSE_S = 0.1

@@ -203,7 +203,7 @@ def to_der(pem_or_der: bytes | str) -> list[bytes]:
     return [x509.load_der_x509_certificate(data).public_bytes(serialization.Encoding.DER)]
 
 
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m keyhook.devpki DIR
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m keyhook.lab.devpki DIR
     import sys
 
     pki = make_pki(sys.argv[1] if len(sys.argv) > 1 else "devpki")

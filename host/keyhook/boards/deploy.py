@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from keyhook import KeyhookError, serialport
+from keyhook import KeyhookError
+from keyhook.boards import serialport
 from keyhook import boards as kboards
 from keyhook.boards import Board
 
@@ -254,12 +255,12 @@ def deploy(port: str, board: Board | None = None, *, build_kw: dict | None = Non
     Args:
         port: serial port of a board running MicroPython.
         board: the board; when None, read from the device's board.json or its `_machine`.
-        build_kw: extra arguments for `keyhook.build.build` (trust store selection...).
+        build_kw: extra arguments for `keyhook.boards.build.build` (trust store selection...).
         reset: reset the board at the end.
         dry_run: only report what would change.
         runner: replaces `subprocess.run` for mpremote (tests).
     """
-    from keyhook import build as kbuild
+    from keyhook.boards import build as kbuild
 
     say = progress or (lambda s: None)
     if runner is None:

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from keyhook import KeyhookError, serialport
+from keyhook import KeyhookError
+from keyhook.boards import serialport
 from keyhook.boards import NO_BLE_CHIPS, SUPPORTED, Board, parse_size, size_name
+from keyhook.boards.esplog import EsptoolLog, esptool_logging, progress_label  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -36,78 +37,6 @@ DOWNLOAD_MODE_HINT = ("hold the BOOT button, press and release RESET (EN), relea
 def chip_key(name: str) -> str:
     """esptool's CHIP_NAME ("ESP32-S3") as a board chip name ("esp32s3")."""
     return name.lower().replace("-", "").replace("(", "").replace(")", "").replace(" ", "")
-
-
-def progress_label(prefix: str) -> str:
-    """esptool's progress prefix ("Writing at 0x00012000 ") without the moving address."""
-    return re.sub(r"\s+(at|from)\s+0x[0-9a-fA-F]+.*$", "", prefix.strip()) or "writing"
-
-
-class EsptoolLog:
-    """An esptool logger (its documented "custom logger" interface) that forwards to callbacks.
-
-    `on_line(text)` receives every message; `on_progress(done, total, label)` every progress
-    step of `write_flash` and `erase_flash`.
-    """
-
-    def __init__(self, on_line: Callable[[str], None] | None = None,
-                 on_progress: Callable[[int, int, str], None] | None = None) -> None:
-        self.on_line = on_line or (lambda s: None)
-        self.on_progress = on_progress or (lambda d, t, label: None)
-        self.lines: list[str] = []
-
-    def _emit(self, text: str) -> None:
-        text = text.rstrip()
-        if text:
-            self.lines.append(text)
-            self.on_line(text)
-
-    def template(self):
-        """An instance of esptool's `TemplateLogger` bound to this object."""
-        from esptool.logger import TemplateLogger
-
-        outer = self
-
-        class _Logger(TemplateLogger):
-            def print(self, *args, **kwargs):
-                outer._emit(kwargs.get("sep", " ").join(str(a) for a in args))
-
-            def note(self, message):
-                outer._emit(f"note: {message}")
-
-            def warning(self, message):
-                outer._emit(f"warning: {message}")
-
-            def error(self, message):
-                outer._emit(f"error: {message}")
-
-            def stage(self, finish=False):
-                pass
-
-            def progress_bar(self, cur_iter, total_iters, prefix="", suffix="", bar_length=30):
-                outer.on_progress(int(cur_iter), int(total_iters), progress_label(str(prefix)))
-
-            def set_verbosity(self, verbosity):
-                pass
-
-        return _Logger()
-
-
-@contextlib.contextmanager
-def esptool_logging(sink: EsptoolLog | None) -> Iterator[None]:
-    """Route esptool's output to `sink` for the duration of the block."""
-    if sink is None:
-        yield
-        return
-    from esp_pylib.logger import EspLog
-    from esptool.logger import log as esplog
-
-    previous = EspLog.instance
-    esplog.set_logger(sink.template())
-    try:
-        yield
-    finally:
-        EspLog.instance = previous
 
 
 def _fatal(e: Exception, port: str) -> KeyhookError:
@@ -222,8 +151,8 @@ def flash(board: Board, port: str, image: bytes, *, erase: bool = False, baud: i
 def image_for(board: Board, *, image_path: Path | None, micropython: Path | None, flash_size: int | None = None,
               build_kw: dict | None = None, progress: Callable[[str], None] | None = None) -> bytes:
     """The bytes to flash: a merged image file as is, or MicroPython plus a fresh build merged."""
-    from keyhook import build as kbuild
-    from keyhook import image as kimage
+    from keyhook.boards import build as kbuild
+    from keyhook.boards import image as kimage
 
     if (image_path is None) == (micropython is None):
         raise KeyhookError("give exactly one of --image OUT.bin or --micropython FIRMWARE.bin")

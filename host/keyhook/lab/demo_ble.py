@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from keyhook import KeyhookError
-from keyhook.device import DeviceClient, onboard
-from keyhook.keystore import Keystore
+from keyhook.session.device import DeviceClient, onboard
+from keyhook.session.keystore import Keystore
 from keyhook.rules import normalise
 from keyhook.sim.device import SimDevice
 
 if TYPE_CHECKING:  # pragma: no cover
-    from keyhook.demo import Rule, Stage
+    from keyhook.lab.stage import Rule, Stage
 
 
 def fire_over_ble(stage: "Stage", rules: list["Rule"], console: Console) -> list[dict]:

@@ -205,7 +205,7 @@ def describe(board: Board, merged: bytes) -> list[str]:
     from esptool.cmds import image_info
     from esptool.util import FatalError
 
-    from keyhook.flash import EsptoolLog, esptool_logging
+    from keyhook.boards.esplog import EsptoolLog, esptool_logging
 
     base = board.image_offset
     parts = [(base, merged), (board.app_offset, merged[board.app_offset - base:])]

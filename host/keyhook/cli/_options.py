@@ -19,6 +19,12 @@ _MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$
 _UUID_RE = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 
 
+class Interrupted(KeyhookError):
+    """Ctrl-C: exit status 130."""
+
+    exit_code = 130
+
+
 def check_address(value: str) -> str:
     """A device address in its canonical form (upper case, colons); KeyhookError if malformed."""
     v = value.strip()

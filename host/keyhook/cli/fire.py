@@ -17,9 +17,10 @@ from pathlib import Path
 
 import click
 
-from keyhook import KeyhookError, mp
+from keyhook import KeyhookError
+from keyhook.boards import mp
 from keyhook.paths import UNIX_BOARD
-from keyhook.truststore import default_roots, load_certificates, write_trust_store
+from keyhook.rules.truststore import default_roots, load_certificates, write_trust_store
 
 FIRE_SCRIPT = UNIX_BOARD / "fire.py"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from keyhook import boards
-from keyhook import build as kbuild
-from keyhook import image as kimage
-from keyhook.commands._boardopts import BOARD_HELP, build_kw, flash_size_arg, trust_options
+from keyhook.boards import build as kbuild
+from keyhook.boards import image as kimage
+from keyhook.cli._boardopts import BOARD_HELP, build_kw, flash_size_arg, trust_options
 
 
 @click.command("image")

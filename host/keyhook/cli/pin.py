@@ -6,7 +6,7 @@ import json
 
 import click
 
-from keyhook.pin import fetch_chain
+from keyhook.rules.pin import fetch_chain
 
 
 @click.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from keyhook import console as kconsole
+from keyhook.boards import console as kconsole
 
 
 @click.command("console")

@@ -48,7 +48,7 @@ def press(ctx: click.Context, address: str | None, state_dir: str | None, hold: 
     import json
 
     from keyhook import KeyhookError
-    from keyhook.commands._options import check_address
+    from keyhook.cli._options import check_address
     from keyhook.sim import radio as vradio
 
     if (address is None) == (state_dir is None):

@@ -6,7 +6,7 @@ port (the same code that runs on the ESP32). One rule per security level and per
 authentication mode fires, plus rules the device must refuse; the table shows what the device
 reported and what each server actually received (header names only: values are secrets).
 
-By default the rules travel to a simulated device over BLE (`keyhook.demo_ble`): onboarding
+By default the rules travel to a simulated device over BLE (`keyhook.lab.demo_ble`): onboarding
 with the setup code, one atomic push, a trigger per rule. `--engine` fires them with the engine
 alone, as `keyhook fire` does. The steps are separate functions:
 
@@ -19,77 +19,13 @@ alone, as `keyhook fire` does. The steps are separate functions:
 from __future__ import annotations
 
 import json
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
 from rich.table import Table
 
-from keyhook.devpki import DevPKI, make_pki
-from keyhook.receiver import Receiver, Respond, server_context
-from keyhook.truststore import write_trust_store
-
-
-@dataclass
-class Rule:
-    """One sample rule: a webhook object plus what the demo expects and where it lands."""
-
-    title: str
-    webhook: dict
-    expect: str  # "accepted" or an error code
-    server: str  # key into Stage.servers ("" if it must never reach one)
-    marker: str  # unique path segment, to find what the server received
-
-    @property
-    def definition(self) -> dict:
-        return self.webhook["definition"]
-
-
-@dataclass
-class Stage:
-    """The local world the demo fires into: PKI, trust store, servers, state directory."""
-
-    workdir: Path | None = None
-    pki: DevPKI | None = None
-    trust_dir: Path | None = None
-    state_dir: Path | None = None
-    servers: dict[str, object] = field(default_factory=dict)
-    _tmp: tempfile.TemporaryDirectory | None = None
-
-    def __enter__(self) -> "Stage":
-        self._tmp = tempfile.TemporaryDirectory(prefix="keyhook-demo-")
-        self.workdir = Path(self._tmp.name)
-        self.pki = make_pki(self.workdir / "pki")
-        self.trust_dir = self.workdir / "trust"
-        write_trust_store([self.pki.root.der], self.trust_dir)
-        self.state_dir = self.workdir / "state"
-        self.state_dir.mkdir()
-        self.servers = start_servers(self.pki)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s in self.servers.values():
-            s.stop()
-        if self._tmp:
-            self._tmp.cleanup()
-
-
-def start_servers(pki: DevPKI) -> dict[str, object]:
-    """Recording receivers (CA-signed HTTPS, self-signed HTTPS, plain HTTP) and a token server."""
-    from keyhook.tokenserver import TokenServer
-
-    servers: dict[str, object] = {
-        "https": Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path), respond=Respond(body=b'{"ok":true}')),
-        "self-signed": Receiver(tls=server_context(pki.self_signed.cert_path, pki.self_signed.key_path)),
-        "http": Receiver(respond=Respond(status=204, body=b"")),
-    }
-    for s in servers.values():
-        s.start()
-    servers["oauth"] = TokenServer(refresh_token="demo-refresh-0", rotate=True, expires_in=3600,
-                                   certfile=pki.leaf.chain_path, keyfile=pki.leaf.key_path).start()
-    return servers
+from keyhook.lab.receiver import Receiver
+from keyhook.lab.stage import Rule, Stage, start_servers  # noqa: F401 (re-exported)
 
 
 def sample_rules(stage: Stage) -> list[Rule]:
@@ -140,7 +76,7 @@ def sample_rules(stage: Stage) -> list[Rule]:
 
 def fire_on_unix_port(stage: Stage, rules: list[Rule]) -> list[dict]:
     """Fire every rule in order through the firmware engine (one MicroPython process, one pool)."""
-    from keyhook.commands.fire import run_fire
+    from keyhook.cli.fire import run_fire
 
     trust = [str(stage.pki.root.cert_path)]
     return run_fire([r.webhook for r in rules], trust=trust, state=stage.state_dir, public_roots=False)
@@ -216,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"firing {len(rules)} rules through firmware/kh/engine under the MicroPython unix port ...")
             results = fire_on_unix_port(stage, rules)
         else:
-            from keyhook.demo_ble import fire_over_ble
+            from keyhook.lab.demo_ble import fire_over_ble
 
             console.print(f"{len(rules)} sample rules go to a simulated device (the real firmware, radio simulated) "
                           "over BLE ...")

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from keyhook import boards
-from keyhook import build as kbuild
-from keyhook.commands._boardopts import BOARD_HELP, build_kw, flash_size_arg, trust_options
+from keyhook.boards import build as kbuild
+from keyhook.cli._boardopts import BOARD_HELP, build_kw, flash_size_arg, trust_options
 
 
 @click.command("build")

@@ -16,6 +16,7 @@ import sys
 import click
 
 from keyhook import KeyhookError, __version__
+from keyhook.cli._options import Interrupted
 
 # Options of the `keyhook` group that users also type after the subcommand
 # (`keyhook scan --radio X`): moved in front of it before click parses.
@@ -51,12 +52,6 @@ class KeyhookGroup(click.Group):
         return super().parse_args(ctx, hoist_global_options(list(args)))
 
 
-class Interrupted(KeyhookError):
-    """Ctrl-C: exit status 130."""
-
-    exit_code = 130
-
-
 @click.group(cls=KeyhookGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="keyhook")
 @click.option("-v", "--verbose", is_flag=True, help="Say what the tool and the link are doing (on stderr).")
@@ -84,18 +79,18 @@ def cli(ctx: click.Context, verbose: bool, debug: bool, radio: str | None) -> No
 
 
 def _register() -> None:
-    # Each command lives in its own module under keyhook.commands; one import line per module.
+    # Each command lives in its own module under keyhook.cli; one import line per module.
     # COMMANDS-BEGIN
-    from keyhook.commands import pin; cli.add_command(pin.pin)
-    from keyhook.commands import qr; cli.add_command(qr.qr)
-    from keyhook.commands import build; cli.add_command(build.build)
-    from keyhook.commands import image; cli.add_command(image.image)
-    from keyhook.commands import flash; cli.add_command(flash.flash)
-    from keyhook.commands import deploy; cli.add_command(deploy.deploy)
-    from keyhook.commands import console; cli.add_command(console.console)
-    from keyhook.commands import sim; cli.add_command(sim.sim)
-    from keyhook.commands import fire; cli.add_command(fire.fire)
-    from keyhook.commands import device
+    from keyhook.cli import pin; cli.add_command(pin.pin)
+    from keyhook.cli import qr; cli.add_command(qr.qr)
+    from keyhook.cli import build; cli.add_command(build.build)
+    from keyhook.cli import image; cli.add_command(image.image)
+    from keyhook.cli import flash; cli.add_command(flash.flash)
+    from keyhook.cli import deploy; cli.add_command(deploy.deploy)
+    from keyhook.cli import console; cli.add_command(console.console)
+    from keyhook.cli import sim; cli.add_command(sim.sim)
+    from keyhook.cli import fire; cli.add_command(fire.fire)
+    from keyhook.cli import device
     for command in device.COMMANDS:
         cli.add_command(command)
     # COMMANDS-END

@@ -226,11 +226,11 @@ def load_roots(bundle: Path | None = None, select: Sequence[str] = ()) -> list[t
 def write_trust(ders: list[bytes], stage: Path) -> tuple[dict, list[Path]]:
     """Write the device trust store into `stage/certs/` with the HTTP layer's own writer.
 
-    `keyhook.truststore.write_trust_store` defines the format the firmware's
+    `keyhook.rules.truststore.write_trust_store` defines the format the firmware's
     `kh/http/trust.py` reads (one DER file per root, named by subject hash, and index.txt).
     Returns the writer's summary and the files it created.
     """
-    from keyhook.truststore import write_trust_store
+    from keyhook.rules.truststore import write_trust_store
 
     folder = stage / TRUST_DIR
     info = write_trust_store(ders, folder)

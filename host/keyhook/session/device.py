@@ -16,7 +16,7 @@ from typing import Any
 
 from keyhook import KeyhookError
 from keyhook import ble
-from keyhook.keystore import Keystore
+from keyhook.session.keystore import Keystore
 from keyhook.session import open_session, pair
 from keyhook.session.errors import AuthFailed, AuthenticationError, NotPaired
 

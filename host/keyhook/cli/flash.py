@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from keyhook import boards
-from keyhook import flash as kflash
-from keyhook.commands._boardopts import BOARD_HELP, build_kw, flash_size_arg, trust_options
+from keyhook.boards import flash as kflash
+from keyhook.cli._boardopts import BOARD_HELP, build_kw, flash_size_arg, trust_options
 
 
 @click.command("flash")

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from keyhook import boards
-from keyhook import deploy as kdeploy
-from keyhook.commands._boardopts import build_kw
+from keyhook.boards import deploy as kdeploy
+from keyhook.cli._boardopts import build_kw
 
 
 @click.command("deploy")
