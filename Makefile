@@ -8,6 +8,9 @@ PYTEST_ARGS ?=
 # and the 32-bit column of `make bench`: MP32=/path/to/micropython-x86 (found beside this
 # checkout's parent on the team's machines).
 MP32 ?= $(firstword $(wildcard ../shared/tools/mp32/micropython-x86))
+# Tests run on both cores (pytest-xdist), at most 2 workers: every test keeps its files, radio and
+# ports to itself. `make test JOBS=0` runs them in one process.
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && n=2; echo $$n)
 
 .PHONY: all install test test32 demo bench hil clean firmware
 
@@ -22,16 +25,16 @@ $(STAMP): requirements.txt host/pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 # the whole suite with the firmware on the 32-bit interpreter (KEYHOOK_MICROPYTHON)
 test32: $(STAMP)
 	@test -n "$(MP32)" && test -x "$(MP32)" || { echo "error: no 32-bit MicroPython interpreter (MP32=$(MP32))"; \
 	  echo "hint: make test32 MP32=/path/to/micropython-x86 (the unix port built with CC='gcc -m32')"; exit 2; }
-	KEYHOOK_MICROPYTHON=$(abspath $(MP32)) $(PY) -m pytest $(PYTEST_ARGS)
+	KEYHOOK_MICROPYTHON=$(abspath $(MP32)) KEYHOOK_MICROPYTHON32=$(abspath $(MP32)) $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m keyhook.demo
+	$(PY) -m keyhook.lab.demo
 
 bench: $(STAMP)
 	KEYHOOK_MICROPYTHON32=$(if $(MP32),$(abspath $(MP32))) $(PY) tests/bench/run.py

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from keyhook import mp
+from keyhook.boards import mp
 from keyhook.paths import FIRMWARE, REPO, UNIX_BOARD
 
 TESTS = Path(__file__).resolve().parent

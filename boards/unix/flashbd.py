@@ -6,7 +6,7 @@
 #   bd = flashbd.mount("state/flash.img", "/flash")   # mkfs when the image is blank
 #   from kh import store; store.use("/flash/data")
 #
-# The block device speaks littlefs's extended interface (micropython-facts.md: readblocks and
+# The block device speaks littlefs's extended interface (docs/design.md, MicroPython facts: readblocks and
 # writeblocks with an offset, ioctl 4 block count, 5 block size, 6 erase). cut_at=N makes the
 # N-th flash modification (a writeblocks or an erase) raise OSError(EIO), and every later one
 # too, as if power failed there; remount the same image to see what survived.

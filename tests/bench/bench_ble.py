@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from keyhook import ble, mp
+from keyhook import ble
+from keyhook.boards import mp
 from keyhook.sim import radio as vr
 
 HERE = Path(__file__).resolve().parent

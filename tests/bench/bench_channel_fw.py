@@ -12,7 +12,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from keyhook import mp
+from keyhook.boards import mp
 
 HERE = Path(__file__).resolve().parent
 MP_HELPERS = HERE.parent / "mp"

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from keyhook.keystore import Keystore
+from keyhook.session.keystore import Keystore
 from keyhook.session import open_session, pair
 from keyhook.session.frames import FrameOpener, FrameSealer
 from keyhook.session.pairing import AAD, password_scalar

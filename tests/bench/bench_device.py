@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 
 from keyhook import boards
-from keyhook.build import compile_firmware
-from keyhook.device import DeviceClient, onboard
-from keyhook.devpki import make_pki
-from keyhook.keystore import Keystore
-from keyhook.receiver import Receiver
+from keyhook.boards.build import compile_firmware
+from keyhook.session.device import DeviceClient, onboard
+from keyhook.lab.devpki import make_pki
+from keyhook.session.keystore import Keystore
+from keyhook.lab.receiver import Receiver
 from keyhook.sim import radio as vr
 from keyhook.sim.device import SimDevice
 
@@ -106,7 +106,7 @@ def run() -> list[dict]:
         tmp = Path(d)
         pki = make_pki(tmp / "pki")
         fw = _mpy_tree(tmp / "fw")
-        from keyhook.receiver import server_context
+        from keyhook.lab.receiver import server_context
         with Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path)) as rx:
             rules = _normalised(_rules(pki, rx.url("/door", host="localhost")))
             os.environ["KEYHOOK_RADIO_LINK"] = f"interval_ms={MODEL.interval_s * 1000},packets={MODEL.packets_per_event}"

@@ -34,14 +34,14 @@ import textwrap
 import time
 from pathlib import Path
 
-from keyhook import mp
-from keyhook.device import DeviceClient, onboard
-from keyhook.devpki import make_pki
-from keyhook.keystore import Keystore
-from keyhook.receiver import Receiver, server_context
+from keyhook.boards import mp
+from keyhook.session.device import DeviceClient, onboard
+from keyhook.lab.devpki import make_pki
+from keyhook.session.keystore import Keystore
+from keyhook.lab.receiver import Receiver, server_context
 from keyhook.sim.code import Code, prepare
 from keyhook.sim.device import SimDevice
-from keyhook.tokenserver import TokenServer
+from keyhook.lab.tokenserver import TokenServer
 
 RULES = 20
 GOALS = {"romfs": 48, "frozen": 48, "mpy": 80}  # KiB, 32-bit, scenario B, the firmware's own share

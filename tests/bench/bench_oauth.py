@@ -14,7 +14,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from keyhook import mp
+from keyhook.boards import mp
 from keyhook.paths import FIRMWARE
 
 HERE = Path(__file__).resolve().parent
@@ -87,10 +87,10 @@ def _fire_heaps(mpy: Path, tmp: Path) -> dict[str, int | None]:
     request's own origin, and an OAuth fire whose access token is cached in the state dir."""
     sys.path.insert(0, str(HERE.parent / "oauth"))
     import test_e2e as e2e  # the end-to-end tests' webhook and server helpers
-    from keyhook.devpki import make_pki
+    from keyhook.lab.devpki import make_pki
     from keyhook.paths import UNIX_BOARD
-    from keyhook.receiver import Receiver, server_context
-    from keyhook.truststore import write_trust_store
+    from keyhook.lab.receiver import Receiver, server_context
+    from keyhook.rules.truststore import write_trust_store
 
     pki = make_pki(tmp / "pki")
     trust = tmp / "trust"

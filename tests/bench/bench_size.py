@@ -23,7 +23,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "host"))
 sys.path.insert(0, str(HERE.parent / "boards"))
 
-from keyhook import boards, build  # noqa: E402
+from keyhook import boards
+from keyhook.boards import build  # noqa: E402
 
 BOARDS = ["ESP32_GENERIC", "ESP32_GENERIC_S3", "ESP32_GENERIC_C3"]
 SMALL_SELECTION = ["ISRG Root X1", "ISRG Root X2", "DigiCert Global Root G2"]
@@ -95,7 +96,7 @@ print(json.dumps({"sim": sim, "idle": idle, "conn": conn, "booted": booted, "con
 
 
 def _resident(tmp: Path) -> list[dict]:
-    from keyhook import mp
+    from keyhook.boards import mp
 
     esp = boards.load("ESP32_GENERIC")
     sizes = {f.path: f.size for f in build.compile_firmware(esp, tmp / "resident-esp")}

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from keyhook import mp
+from keyhook.boards import mp
 from keyhook.paths import FIRMWARE
 
 HERE = Path(__file__).resolve().parent

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from keyhook import mp
+from keyhook.boards import mp
 from keyhook.sim import radio as vr
 from keyhook.sim.device import stop_process
 

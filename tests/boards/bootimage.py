@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from keyhook import mp
+from keyhook.boards import mp
 from keyhook.sim import radio as vradio
 from keyhook.sim.device import stop_process as stop  # bootimage.stop(proc) ends a booted device
 

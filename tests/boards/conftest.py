@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 import fakeimage
-from keyhook import boards, build
+from keyhook import boards
+from keyhook.boards import build
 
 from boardtest import HAVE_TRUSTSTORE, ca_select
 

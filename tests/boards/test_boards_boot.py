@@ -9,7 +9,8 @@ import re
 
 
 import bootimage
-from keyhook import boards, build
+from keyhook import boards
+from keyhook.boards import build
 from keyhook.sim import radio as vradio
 
 

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-from keyhook import KeyhookError, boards, build
+from keyhook import KeyhookError, boards
+from keyhook.boards import build
 from keyhook.paths import FIRMWARE
 
 from boardtest import REAL_BOARDS, ca_select

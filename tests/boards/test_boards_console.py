@@ -8,7 +8,7 @@ import pytest
 import serial
 
 from keyhook import KeyhookError
-from keyhook import console as kconsole
+from keyhook.boards import console as kconsole
 from keyhook.cli import main
 
 

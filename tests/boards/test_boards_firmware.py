@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 import fakeimage
-from keyhook import KeyhookError, boards, build, heap, romfs
-from keyhook import firmware as kfirmware
-from keyhook import flash as kflash
-from keyhook import image as kimage
+from keyhook import KeyhookError, boards
+from keyhook.boards import build, heap, romfs
+from keyhook.boards import firmware as kfirmware
+from keyhook.boards import flash as kflash
+from keyhook.boards import image as kimage
 from keyhook.paths import BOARDS, REPO
 
 from boardtest import REAL_BOARDS

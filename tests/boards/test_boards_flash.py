@@ -10,8 +10,9 @@ import pytest
 import serial
 
 import fakeimage
-from keyhook import KeyhookError, boards, serialport
-from keyhook import flash as kflash
+from keyhook import KeyhookError, boards
+from keyhook.boards import serialport
+from keyhook.boards import flash as kflash
 from keyhook.cli import main
 
 
@@ -87,14 +88,14 @@ def esptool_api(monkeypatch):
 
 
 def merged(board) -> bytes:
-    from keyhook import build as kbuild
+    from keyhook.boards import build as kbuild
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         r = kbuild.build(board, Path(tmp), trust=False)
         out = Path(tmp) / "m.bin"
-        from keyhook import image as kimage
+        from keyhook.boards import image as kimage
 
         kimage.merge(board, fakeimage.release_image(board.chip, board.image_offset), r.image.read_bytes(), out)
         return out.read_bytes()

@@ -9,9 +9,10 @@ import subprocess
 import pytest
 
 import fakeimage
-from keyhook import boards, heap, mp, romfs
-from keyhook import flash as kflash
-from keyhook import image as kimage
+from keyhook import boards
+from keyhook.boards import heap, mp, romfs
+from keyhook.boards import flash as kflash
+from keyhook.boards import image as kimage
 from keyhook.cli import main
 
 from test_boards_flash import FakeChip, esptool_api, pty_port  # noqa: F401 (fixtures)
@@ -118,7 +119,7 @@ def test_cli_flash_puts_the_firmware_into_a_romfs_partition(esptool_api, pty_por
     rom = data[board.romfs_offset - addr:board.romfs_offset - addr + board.romfs_size]
     assert rom.startswith(romfs.ROMFS_HEADER) and b"main.mpy" in rom[:romfs.image_length(rom)]
     # The file system holds main.py, board.json, no kh/ (it would only take flash).
-    from keyhook import build as kbuild
+    from keyhook.boards import build as kbuild
 
     fs = kbuild.read_littlefs(data[board.vfs_offset - addr:], board.vfs_block_size)
     assert "main.py" in fs and "board.json" in fs and not any(p.startswith("kh/") for p in fs)

@@ -11,7 +11,7 @@ import pytest
 
 import fakeimage
 from keyhook import KeyhookError, boards
-from keyhook import image as kimage
+from keyhook.boards import image as kimage
 from keyhook.cli import main
 
 from boardtest import REAL_BOARDS
@@ -21,7 +21,7 @@ def esptool_image_info(parts: list[tuple[int, bytes]]) -> list[str]:
     """esptool's image_info over (offset, data) parts, its output captured through its logger."""
     from esptool.cmds import image_info
 
-    from keyhook.flash import EsptoolLog, esptool_logging
+    from keyhook.boards.flash import EsptoolLog, esptool_logging
 
     sink = EsptoolLog()
     with esptool_logging(sink):

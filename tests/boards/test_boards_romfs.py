@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from keyhook import KeyhookError, boards, build, heap, mp, romfs
-from keyhook import deploy as kdeploy
+from keyhook import KeyhookError, boards
+from keyhook.boards import build, heap, mp, romfs
+from keyhook.boards import deploy as kdeploy
 from keyhook.paths import FIRMWARE
 
 from test_boards_deploy import FakeBoard
 
-# The interpreter `keyhook.mp` runs (the PyPI unix port, or the one KEYHOOK_MICROPYTHON names,
+# The interpreter `keyhook.boards.mp` runs (the PyPI unix port, or the one KEYHOOK_MICROPYTHON names,
 # e.g. a 32-bit build); KEYHOOK_MICROPYTHON32 (a 32-bit build, as `make bench` uses) adds one more to the same tests.
 INTERPRETERS = [pytest.param(None, id="default")]
 if os.environ.get("KEYHOOK_MICROPYTHON32"):

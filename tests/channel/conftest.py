@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keyhook.keystore import Keystore
+from keyhook.session.keystore import Keystore
 
 
 @pytest.fixture

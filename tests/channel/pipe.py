@@ -15,7 +15,7 @@ import select
 import subprocess
 from pathlib import Path
 
-from keyhook import mp
+from keyhook.boards import mp
 from keyhook.session.errors import LinkClosed, LinkTimeout
 
 TESTS = Path(__file__).resolve().parents[1]

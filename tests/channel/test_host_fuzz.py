@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyhook.keystore import Keystore
+from keyhook.session.keystore import Keystore
 from keyhook.session import ChannelError, open_session, pair, records
 
 from .standin import StandInDevice, StandInLink

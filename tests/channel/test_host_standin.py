@@ -216,6 +216,6 @@ def test_keystore_resolves_a_device_by_id_suffix_or_name(keystore):
 
 
 def test_keystore_app_id_is_made_once(keystore, tmp_path):
-    from keyhook.keystore import Keystore
+    from keyhook.session.keystore import Keystore
     first = keystore.app_id
     assert len(first) == 32 and Keystore(keystore.root).app_id == first

@@ -7,7 +7,7 @@ import sys
 
 from click.testing import CliRunner
 
-from keyhook.commands.qr import make_qr, qr
+from keyhook.cli.qr import make_qr, qr
 
 
 def test_qr_prints_and_saves_png(tmp_path):

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fwpipe import FirmwarePipe  # noqa: E402
 
-from keyhook.keystore import Keystore  # noqa: E402
+from keyhook.session.keystore import Keystore  # noqa: E402
 
 
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from keyhook import mp
+from keyhook.boards import mp
 from keyhook.session.errors import LinkClosed, LinkTimeout
 
 HERE = Path(__file__).resolve().parent

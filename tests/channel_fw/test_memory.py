@@ -12,7 +12,7 @@ import subprocess
 import zlib
 from pathlib import Path
 
-from keyhook import mp
+from keyhook.boards import mp
 from keyhook.paths import FIRMWARE
 
 HEAP = 200_000  # 30 runs of 30 passed; at 160 kB 7 of 10 (the heap fragments differently per key)

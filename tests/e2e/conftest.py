@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from keyhook.device import DeviceClient, onboard  # noqa: F401
-from keyhook.devpki import make_pki
-from keyhook.keystore import Keystore
-from keyhook.receiver import Receiver, server_context
+from keyhook.session.device import DeviceClient, onboard  # noqa: F401
+from keyhook.lab.devpki import make_pki
+from keyhook.session.keystore import Keystore
+from keyhook.lab.receiver import Receiver, server_context
 from keyhook.sim.device import SimDevice
-from keyhook.truststore import write_trust_store
+from keyhook.rules.truststore import write_trust_store
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from keyhook.device import DeviceClient
+from keyhook.session.device import DeviceClient
 
 
 def client(device, keystore) -> DeviceClient:

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from keyhook.device import onboard
-from keyhook.keystore import Keystore
+from keyhook.session.device import onboard
+from keyhook.session.keystore import Keystore
 from keyhook.sim import radio as vradio
 
 from e2ekit import cli, run

@@ -8,8 +8,8 @@ from typing import Iterator
 
 import pytest
 
-from keyhook.devpki import DevPKI, make_pki
-from keyhook.truststore import write_trust_store
+from keyhook.lab.devpki import DevPKI, make_pki
+from keyhook.rules.truststore import write_trust_store
 from kh_engine_helpers import Batch, Servers
 
 

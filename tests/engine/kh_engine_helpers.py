@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from keyhook import mp
-from keyhook.devpki import DevPKI
-from keyhook.receiver import Receiver, server_context
+from keyhook.boards import mp
+from keyhook.lab.devpki import DevPKI
+from keyhook.lab.receiver import Receiver, server_context
 
 HERE = Path(__file__).resolve().parent
 MP_DIR = HERE / "mp"

@@ -41,7 +41,7 @@ def test_refusal_exits_1_and_sends_nothing(servers, tmp_path):
 
 
 def test_http_error_status_is_still_a_response(servers, tmp_path):
-    from keyhook.receiver import Respond
+    from keyhook.lab.receiver import Respond
 
     rx = servers.plain(Respond(status=503, reason="Busy"))
     f = tmp_path / "hook.json"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from keyhook.receiver import Respond
+from keyhook.lab.receiver import Respond
 from kh_engine_helpers import definition, job
 
 

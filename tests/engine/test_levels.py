@@ -1,4 +1,4 @@
-"""The level table of DESIGN.md against real TLS servers on 127.0.0.1 (one per certificate
+"""The level table of docs/design.md against real TLS servers on 127.0.0.1 (one per certificate
 situation) and the firmware engine under the MicroPython unix port.
 
 Every case asserts accepted or refused, the error code, and for a refusal that the server got

@@ -16,7 +16,7 @@ import pytest
 
 from kh_engine_helpers import definition, job
 
-tokenserver = pytest.importorskip("keyhook.tokenserver")
+tokenserver = pytest.importorskip("keyhook.lab.tokenserver")
 
 
 def _no_request(rx) -> None:

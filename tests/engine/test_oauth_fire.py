@@ -12,7 +12,7 @@ import pytest
 
 from kh_engine_helpers import definition, job
 
-tokenserver = pytest.importorskip("keyhook.tokenserver")
+tokenserver = pytest.importorskip("keyhook.lab.tokenserver")
 pytest.importorskip("keyhook.paths")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 
-from keyhook.truststore import name_hash, write_trust_store
+from keyhook.rules.truststore import name_hash, write_trust_store
 
 
 def test_url_and_request_head(micropython):
@@ -91,7 +91,7 @@ def test_ca_check_loads_only_the_root_it_needs(servers, batch, pki, tmp_path):
     """A store of every public root plus the test root: the first contact learns the issuer in a
     refused handshake (no request byte), then connects with just that root; later cold fires to
     the origin need one handshake."""
-    from keyhook.truststore import default_roots
+    from keyhook.rules.truststore import default_roots
 
     store = tmp_path / "trust"
     write_trust_store(default_roots() + [pki.root.der], store)
@@ -115,7 +115,7 @@ def test_ca_check_loads_only_the_root_it_needs(servers, batch, pki, tmp_path):
 
 
 def test_other_tasks_run_while_a_fire_waits(servers, micropython):
-    from keyhook.receiver import Respond
+    from keyhook.lab.receiver import Respond
 
     rx = servers.tls("leaf", Respond(delay_s=0.5))
     out = micropython.json(f"""

@@ -8,7 +8,7 @@ system. Either way deploy must have read the heap over the REPL.
 from __future__ import annotations
 
 from keyhook import boards
-from keyhook import deploy as kdeploy
+from keyhook.boards import deploy as kdeploy
 
 WHERE = "import sys, kh.store.files as m\nprint('KH-FILE', m.__file__, sys.path)\n"
 

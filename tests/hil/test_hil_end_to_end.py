@@ -24,9 +24,9 @@ import time
 
 import pytest
 
-from keyhook import console as kconsole
-from keyhook.devpki import make_pki
-from keyhook.receiver import Receiver, server_context
+from keyhook.boards import console as kconsole
+from keyhook.lab.devpki import make_pki
+from keyhook.lab.receiver import Receiver, server_context
 
 pytestmark = pytest.mark.hil
 
@@ -43,7 +43,7 @@ def keyhook(*args: str, input: str | None = None, timeout: float = 300) -> subpr
 
 
 class LanReceiver(Receiver):
-    """keyhook.receiver.Receiver, bound to the one LAN address given (never a wildcard)."""
+    """keyhook.lab.receiver.Receiver, bound to the one LAN address given (never a wildcard)."""
 
     def __init__(self, host: str, **kw):
         super().__init__(**kw)

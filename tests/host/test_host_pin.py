@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from keyhook.cli import main
-from keyhook.pin import fetch_chain, pin_matches
+from keyhook.rules.pin import fetch_chain, pin_matches
 
 
 def _make(subject, issuer_name, issuer_key, key, ca, san=None):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from keyhook.devpki import make_pki
-from keyhook.receiver import Receiver, Respond, server_context
-from keyhook.tokenserver import TokenServer
+from keyhook.lab.devpki import make_pki
+from keyhook.lab.receiver import Receiver, Respond, server_context
+from keyhook.lab.tokenserver import TokenServer
 
 KEYHOOK = Path(sys.executable).parent / "keyhook"
 

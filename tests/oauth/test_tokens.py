@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from keyhook.devpki import make_pki
+from keyhook.lab.devpki import make_pki
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The local token server (host/keyhook/tokenserver.py) itself, from CPython: the grants it
+"""The local token server (host/keyhook/lab/tokenserver.py) itself, from CPython: the grants it
 answers, rotation, failure modes, the bearer-protected resource, keep-alive and TLS."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 import pytest
 
 from keyhook import KeyhookError
-from keyhook.devpki import make_pki
-from keyhook.tokenserver import TokenServer
+from keyhook.lab.devpki import make_pki
+from keyhook.lab.tokenserver import TokenServer
 
 
 def grant(conn: http.client.HTTPConnection, path="/oauth2/token", **form) -> tuple[int, dict | bytes]:

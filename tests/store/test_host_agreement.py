@@ -1,4 +1,4 @@
-"""The device's rule validation agrees with the host's (host/keyhook/rules.py): whatever the
+"""The device's rule validation agrees with the host's (host/keyhook/rules/__init__.py): whatever the
 host would push, the device stores, but for the cases in DEVICE_STRICTER; what the host
 refuses, the device refuses too (so a rule pushed by another app meets the same checks)."""
 

@@ -32,7 +32,7 @@ async def op_trust_add(c, app_id, msg):
     import binascii
     try:
         der = binascii.a2b_base64(_need(msg, "der", str))
-        return {"id": c.ctx.trust.add(der)}
+        return {"root": c.ctx.trust.add(der)}  # not "id": the envelope carries the request id
     except ValueError as e:
         raise AppError("bad_request", "der: not a base64 DER certificate (%s)" % e)
 

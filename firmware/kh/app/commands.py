@@ -19,7 +19,7 @@ from micropython import const
 
 from kh import VERSION
 
-_TRIGGER_WAIT_MS = const(15000)  # the app waits longer (keyhook.device.TRIGGER_TIMEOUT_S)
+_TRIGGER_WAIT_MS = const(15000)  # the app waits longer (keyhook.session.device.TRIGGER_TIMEOUT_S)
 
 
 def _heap():

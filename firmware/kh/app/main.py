@@ -1,7 +1,7 @@
 # keyhook device start-up: storage, clock, Wi-Fi, BLE service, event sources, rule engine.
 # main.py (kept as source on the device, so kept small) calls main(); here the code is
 # compiled to .mpy like the rest of kh, and frozen with it in a custom image.
-# The layers of DESIGN.md meet here and nowhere else: what arrives from the radio climbs up
+# The layers of docs/design.md meet here and nowhere else: what arrives from the radio climbs up
 # gatt -> session -> app through the callbacks wired below.
 import asyncio
 import gc
@@ -209,7 +209,7 @@ class Keyhook:
         if ch is None:
             return
         if record and record[0] in (_PAIR_REQ, _PAIR_B):
-            # Pairing crypto and a TLS connection do not fit in RAM together (micropython-facts).
+            # Pairing crypto and a TLS connection do not fit in RAM together (docs/design.md, MicroPython facts).
             self.env.close()
             gc.collect()
         replies, msg = await ch.receive(record)

@@ -6,7 +6,7 @@
 #   asyncio.create_task(q.run())         # the worker, for the device's life
 #   await q.wait(ticket, timeout_ms)     # the outcome of a triggered fire (or None)
 #
-# One fire runs at a time (one TLS connection while BLE is active, micropython-facts.md). The
+# One fire runs at a time (one TLS connection while BLE is active, docs/design.md, MicroPython facts). The
 # queue holds rule names, not definitions (a fire loads its rule when it starts, so a rule
 # replaced meanwhile fires as replaced, and a deleted one is skipped); it is bounded, and the
 # oldest entry is dropped (with a log line) when a new one arrives at a full queue.

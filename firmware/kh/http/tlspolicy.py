@@ -1,4 +1,4 @@
-# The four TLS behaviours of the level table, as mbedTLS contexts (see micropython-facts.md):
+# The four TLS behaviours of the level table, as mbedTLS contexts (see docs/design.md, MicroPython facts):
 #   TlsWithCACheck        CERT_REQUIRED, only the trust-store root(s) the chain points at
 #   pinned CA             CERT_REQUIRED with just the pinned certificate as the anchor
 #   pinned leaf           CERT_OPTIONAL + verify_callback demanding DER equality at depth 0,

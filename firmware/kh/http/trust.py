@@ -1,7 +1,7 @@
 # The device trust store: DER roots on the file system, one file each, named after a hash of the
 # certificate's subject, so the engine loads into mbedTLS only the root(s) a chain points at:
 #   <dir>/<h>.der, <dir>/<h>.1.der, ...   h = hex(sha256(subject Name DER)[:8])
-# The host writes it (keyhook.truststore.write_trust_store). Which roots served an origin is
+# The host writes it (keyhook.rules.truststore.write_trust_store). Which roots served an origin is
 # remembered (in memory, and in <state>/ca-hints when a state dir is given) so that the next cold
 # connection to that origin needs one handshake; the first one learns the issuer and retries.
 import binascii

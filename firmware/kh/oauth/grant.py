@@ -61,7 +61,7 @@ def encode(pairs):
     return bytes(memoryview(out)[:i])
 
 
-# -- which verification the token endpoint gets (DESIGN.md, Authentication): on the request's
+# -- which verification the token endpoint gets (docs/design.md, Authentication): on the request's
 # origin (scheme, host, port) its own level and pin, else TlsWithCACheck without a pin, and
 # plain http on another origin is refused.
 def origin(url):

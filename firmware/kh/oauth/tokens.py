@@ -1,4 +1,4 @@
-# keyhook oauth: the Authorization header of a rule (DESIGN.md, Authentication).
+# keyhook oauth: the Authorization header of a rule (docs/design.md, Authentication).
 #   None                      -> no header
 #   OAuth2IssuedAccessToken   -> "Bearer " + accessToken (a stray refreshToken is ignored)
 #   OAuth2IssuedRefreshToken  -> an access token from tokenEndpoint (kh.oauth.grant, loaded only

@@ -1,12 +1,12 @@
 # Rules store: the webhooks this device fires, and the device events that fire them.
 #
-# A rule is one webhook object of shared/spec/webhook-definition.md, keyed by its functionName,
+# A rule is one webhook object of docs/rule-format.md, keyed by its functionName,
 # with one more top-level key, "events": the events that fire it (default ["trigger"]):
 #   "trigger"            the paired app's `trigger` command may fire it by name
 #   "button:<name>"      a press of the named button          (name: 1-16 of A-Za-z0-9_-)
 #   "finger:<user>"      any recognised finger of that user   (user: 1-32 of A-Za-z0-9_-)
 #   "finger:<user>:<n>"  finger n (0-99) of that user
-# (the grammar of host/keyhook/rules.py). A device event is "button:<name>" or
+# (the grammar of host/keyhook/rules/__init__.py). A device event is "button:<name>" or
 # "finger:<user>:<n>"; names_for(event) gives the rules it fires, in the order they are stored.
 #
 # File <root>/rules.jsonl: two lines per rule, a small header, then the rule as JSON:

@@ -1,4 +1,4 @@
-# Rule validation: checks one webhook rule (shared/spec/webhook-definition.md plus "events",
+# Rule validation: checks one webhook rule (docs/rule-format.md plus "events",
 # see kh/store/rules.py) before anything is written, and makes its metadata header.
 # Errors name the rule and the field, never a field's value (it may be a secret).
 import json

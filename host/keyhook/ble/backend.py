@@ -52,3 +52,48 @@ def adapter_hint(radio: str | os.PathLike | None = None) -> str:
         return f"start a simulated device on it: `keyhook sim --radio {path}`"
     return ("switch the Bluetooth adapter on (`bluetoothctl power on`), or talk to a simulated device "
             "with `--radio PATH`")
+
+
+def default_radio() -> str:
+    """The virtual radio that `keyhook sim` uses when none is given: one per user, short enough
+    for Unix socket paths (`$XDG_RUNTIME_DIR/keyhook-radio`, else `/tmp/keyhook-radio-UID`)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "keyhook-radio")
+    return f"/tmp/keyhook-radio-{os.getuid()}"
+
+
+def live_devices(radio: str | os.PathLike) -> int:
+    """How many simulated devices answer on the virtual radio `radio` (stale sockets do not)."""
+    import socket
+    from pathlib import Path
+
+    n = 0
+    try:
+        paths = list(Path(radio).glob("*.sock"))
+    except OSError:
+        return 0
+    for p in paths:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.settimeout(0.5)
+        try:
+            s.connect(str(p))
+            n += 1
+        except OSError:
+            pass
+        finally:
+            s.close()
+    return n
+
+
+def choose_radio(radio: str | os.PathLike | None = None) -> tuple[str | None, str]:
+    """The radio a BLE command uses, and why: `radio` (`--radio`, `KEYHOOK_RADIO`), else the
+    default virtual radio when a simulated device is running on it, else the Bluetooth adapter
+    (None)."""
+    path = radio_path(radio)
+    if path is not None:
+        return path, "--radio or KEYHOOK_RADIO"
+    default = default_radio()
+    if live_devices(default):
+        return default, "the default; a simulated device runs on it"
+    return None, f"no --radio, KEYHOOK_RADIO or simulated device on {default}"

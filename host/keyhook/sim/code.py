@@ -4,7 +4,7 @@
   edit-and-run loop; no board runs this way).
 - ``mpy``: `.mpy` files compiled for the interpreter, loaded from the file system; their
   bytecode lives in the GC heap (a stock board after `keyhook deploy` without ROMFS).
-- ``romfs``: the `.mpy` files packed into a ROMFS image (`keyhook.romfs`, as `keyhook deploy`
+- ``romfs``: the `.mpy` files packed into a ROMFS image (`keyhook.boards.romfs`, as `keyhook deploy`
   writes a ROMFS partition) that `vfs.VfsRom` mounts at `/rom`, with only `main.py` on the file
   system; bytecode runs in place from the image (a board with a ROMFS partition). On the unix port the image sits in a buffer of the GC heap, so its size is added
   to the heap the firmware is given (`boards/unix/romboot.py`).
@@ -16,7 +16,8 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from keyhook import KeyhookError, boards, mp
+from keyhook import KeyhookError, boards
+from keyhook.boards import mp
 from keyhook.paths import FIRMWARE, UNIX_BOARD
 
 FORMS = ("source", "mpy", "romfs")
@@ -58,14 +59,14 @@ def prepare(form: str, workdir: Path, src: Path = FIRMWARE) -> Code:
         raise KeyhookError(f"unknown code form {form!r}", hint="use one of: " + ", ".join(FORMS))
     if form == "source":
         return Code(form, src, src / "main.py")
-    from keyhook.build import compile_firmware
+    from keyhook.boards.build import compile_firmware
 
     tree = workdir / "mpy"
     shutil.rmtree(tree, ignore_errors=True)
     compile_firmware(sim_board(), tree, src)
     if form == "mpy":
         return Code(form, tree, tree / "main.py")
-    from keyhook import romfs
+    from keyhook.boards import romfs
 
     image = workdir / romfs.IMAGE_NAME
     image.write_bytes(romfs.build_image(tree))

@@ -7,15 +7,18 @@ Used by `keyhook sim`, `make demo` and the end-to-end tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from keyhook import KeyhookError, mp
+from keyhook import KeyhookError
+from keyhook.boards import mp
 from keyhook.paths import FIRMWARE
 from keyhook.sim import faults as sim_faults
 from keyhook.sim import radio as vradio
@@ -83,9 +86,11 @@ class SimDevice:
         if self.faults:
             env[sim_faults.ENV] = self.faults
         start_line = len(self.lines)
+        # Its own session: a Ctrl-C at the terminal reaches the host side only, which then stops
+        # the firmware (no second KeyboardInterrupt traceback from the interpreter).
         self.proc = subprocess.Popen(mp.micropython_cmd(self.code.entry, heapsize=self.heapsize),
                                      env=env, cwd=self.state, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         self.boots += 1
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
@@ -115,8 +120,10 @@ class SimDevice:
                     if m:
                         return m
                 if self.proc and self.proc.poll() is not None and self._reader and not self._reader.is_alive():
+                    # With echo on, its output is already on the screen: do not print it twice.
+                    tail = "; its output is above" if self.echo else ":\n" + "\n".join(self.lines[-20:])
                     raise KeyhookError(f"the simulated device exited ({self.proc.returncode}) before printing "
-                                       f"{rx.pattern!r}:\n" + "\n".join(self.lines[-20:]))
+                                       f"{rx.pattern!r}" + tail)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise KeyhookError(f"the simulated device did not print {rx.pattern!r} within {timeout} s:\n"
@@ -164,24 +171,64 @@ class SimDevice:
             return "\n".join(self.lines)
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGHUP arrived: stop the simulated device and exit."""
+
+
+PID_FILE = "sim.pid"
+
+
+def already_running(radio: str | os.PathLike, state: str | os.PathLike) -> str | None:
+    """The address of the device with `state` if it already answers on `radio`, else None."""
+    addr = vradio.address_for_state(state)
+    if not addr:
+        return None
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        s.connect(str(vradio.socket_path(radio, addr)))
+        return addr
+    except (OSError, vradio.RadioError):
+        return None
+    finally:
+        s.close()
+
+
 def run_forever(radio: str, state: str, name: str | None, certs: str | None, faults: Sequence[str] = (), *,
                 code: str = "source", heap_kib: int | None = None) -> int:
     """`keyhook sim`: run in the foreground, echoing the console, rebooting on machine.reset().
 
-    `faults` (keyhook.sim.faults specs) hold for the first boot only: a restart is a clean boot.
-    `code` is a form of `keyhook.sim.code.FORMS`, prepared under `state/code`; `heap_kib` the GC
-    heap the firmware may use (KiB; the interpreter's default when None)."""
+    Stops the firmware on Ctrl-C (exit status 130), SIGTERM and SIGHUP (0); refuses to start a
+    second process for a device that already runs. `faults` (keyhook.sim.faults specs) hold for
+    the first boot only: a restart is a clean boot. `code` is a form of `keyhook.sim.code.FORMS`,
+    prepared under `state/code`; `heap_kib` the GC heap the firmware may use (KiB; the
+    interpreter's default when None).
+    """
     from keyhook.sim.code import prepare
 
+    running = already_running(radio, state)
+    if running:
+        pid = (Path(state) / PID_FILE).read_text().strip() if (Path(state) / PID_FILE).exists() else None
+        raise KeyhookError(f"the simulated device {running} (state {state}) already runs on radio {radio}",
+                           hint=(f"stop it first (`kill {pid}`)" if pid else "stop it first")
+                           + ", or start another device with another --state DIR")
+
+    def on_signal(signum, _frame):
+        raise Stopped(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     prepared = prepare(code, Path(state) / "code")
     dev = SimDevice(radio, state, name=name, certs=certs, echo=True, code=prepared, heap_kib=heap_kib,
                     faults=faults)
     if heap_kib is not None:
         extra = f" + {prepared.image_size} B ROMFS image" if prepared.romfs else ""
         print(f"firmware as {code} on {mp.micropython_binary()}, GC heap {heap_kib} KiB{extra}", flush=True)
+    pid_file = Path(state) / PID_FILE
     try:
         while True:
             dev.start()
+            pid_file.write_text(f"{os.getpid()}\n")
             print(f"simulated device {dev.address} on radio {radio}; Ctrl-C stops it", flush=True)
             rc = dev.proc.wait()
             dev._reader.join(5)
@@ -190,6 +237,19 @@ def run_forever(radio: str, state: str, name: str | None, certs: str | None, fau
             print("(device restarted)", flush=True)
             dev.faults = ""
     except KeyboardInterrupt:
+        print("stopped (Ctrl-C)", flush=True)
+        return 130
+    except Stopped as e:
+        print(f"stopped ({e})", flush=True)
         return 0
     finally:
-        dev.stop()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        # Ctrl-C or a signal while stopping must not leave the firmware running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            dev.stop()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        with contextlib.suppress(OSError):
+            pid_file.unlink()

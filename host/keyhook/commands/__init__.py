@@ -1,1 +1,0 @@
-"""One module per `keyhook` command group; each defines click commands added in keyhook.cli."""
