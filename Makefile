@@ -5,9 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt host/pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 # A 32-bit build of the same MicroPython unix port (objects the ESP32's size), for `make test32`
-# and the 32-bit column of `make bench`: MP32=/path/to/micropython-x86 (found beside this
-# checkout's parent on the team's machines).
-MP32 ?= $(firstword $(wildcard ../shared/tools/mp32/micropython-x86))
+# and the 32-bit column of `make bench`: MP32=/path/to/micropython-x86, or KEYHOOK_MICROPYTHON32
+# in the environment. MP32_FROZEN: the same with firmware/kh frozen in (bench only).
+MP32 ?= $(KEYHOOK_MICROPYTHON32)
+MP32_FROZEN ?= $(KEYHOOK_MICROPYTHON32_FROZEN)
 # Tests run on both cores (pytest-xdist), at most 2 workers: every test keeps its files, radio and
 # ports to itself. `make test JOBS=0` runs them in one process.
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && n=2; echo $$n)
@@ -37,7 +38,8 @@ demo: $(STAMP)
 	$(PY) -m keyhook.lab.demo
 
 bench: $(STAMP)
-	KEYHOOK_MICROPYTHON32=$(if $(MP32),$(abspath $(MP32))) $(PY) tests/bench/run.py
+	KEYHOOK_MICROPYTHON32=$(if $(MP32),$(abspath $(MP32))) \
+	KEYHOOK_MICROPYTHON32_FROZEN=$(if $(MP32_FROZEN),$(abspath $(MP32_FROZEN))) $(PY) tests/bench/run.py
 
 # Hardware in the loop: make hil PORT=/dev/ttyUSB0 BLE=AA:BB:CC:DD:EE:FF [HIL_HOST=192.0.2.10]
 hil: $(STAMP)

@@ -57,8 +57,10 @@ def test_sim_cli_irq_memoryerror_then_info_twice(paired, keystore):
         lines.append(out)
     console = "".join(lines)
     # the third gatts_read (the request's DATA frame) failed; the first info says so at once
-    assert first.returncode == 2 and "error:" in first.stderr, first.stderr
-    assert "lost" in first.stderr and took < 20
+    # with --json a failure is one JSON object on stdout (error, message, hint)
+    failure = json.loads(first.stdout)
+    assert first.returncode == 2 and failure["error"], first.stdout + first.stderr
+    assert "lost" in failure["message"] + failure.get("hint", "") and took < 20
     assert second.returncode == 0, second.stderr + console
     assert json.loads(second.stdout)["device_id"]
     assert "Unhandled exception in IRQ callback handler" not in console  # the handler was never disabled
