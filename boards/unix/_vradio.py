@@ -198,7 +198,7 @@ class Endpoint:
         s.listen(4)
         self._lsock = s
         self._run[0] = 1
-        _thread.start_new_thread(self._loop, ())
+        _thread.start_new_thread(self._guarded_loop, ())
 
     def on(self, op, handler):
         # handler(sock, msg) runs in the main thread; msg is None for OP_CLOSED
@@ -208,6 +208,20 @@ class Endpoint:
         self._run[0] = 0
 
     # --- reader thread: touches only its own poll set and the sockets in it ---
+    def _guarded_loop(self):
+        # The simulation's radio lives in the firmware's GC heap (a real radio's buffers do not).
+        # If it cannot allocate, the simulated device is dead: end the whole process, saying so,
+        # rather than leave a device that advertises nothing and answers nobody (an exception in
+        # a thread would end only the thread; a scheduled callback's is only printed).
+        try:
+            self._loop()
+        except MemoryError:
+            print("keyhook sim: the simulated radio ran out of memory (GC heap too small for the "
+                  "firmware and the simulation); the device stops")
+            import os
+
+            os.system("kill -9 $PPID")
+
     def _loop(self):
         p = select.poll()
         ls = self._lsock

@@ -20,6 +20,7 @@ _PAIR_B = const(0x03)
 _MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
 # the request engine; kh.http.resolve (with its hooks), url and errors stay
 _NTP_RETRY_MS = const(60000)
+_RESTART_MS = const(1000)  # a long-lived task that failed starts again after this pause
 # NimBLE may discard notifications still queued when the device ends a link: after a last
 # answer (unpair, an ERROR) the app reads it and disconnects; the device hangs up only after this
 _HANG_UP_MS = const(1500)
@@ -295,14 +296,32 @@ class Keyhook:
             kh.heap_mark()
             await asyncio.sleep_ms(1000)
 
+    async def _keep(self, name, fn):
+        # A long-lived task that must not die of one failed allocation (or a bug): it is
+        # started again after a pause, with a line in the log; a MemoryError first frees what
+        # the failed attempt left.
+        while True:
+            try:
+                return await fn()
+            except MemoryError:
+                gc.collect()
+                why = "memory"
+            except Exception:
+                why = "internal"
+            try:
+                self.log.add(name, note="restarted", code=why)
+            except MemoryError:
+                pass
+            await asyncio.sleep_ms(_RESTART_MS)
+
     async def run(self):
         self.gatt.advertise(self.device.paired())
         print("keyhook %s (%s) advertising as %s" % (kh.VERSION, self.device.device_id, self.name))
-        asyncio.create_task(self.queue.run())
-        asyncio.create_task(self.button())
-        asyncio.create_task(self.clock())
-        asyncio.create_task(self.heap_watch())
-        await self.gatt.run()
+        asyncio.create_task(self._keep("queue", self.queue.run))
+        asyncio.create_task(self._keep("button", self.button))
+        asyncio.create_task(self._keep("clock", self.clock))
+        asyncio.create_task(self._keep("heap", self.heap_watch))
+        await self._keep("gatt", self.gatt.run)
 
 
 def main():
