@@ -9,6 +9,7 @@ import json
 import asyncio
 from kh.engine.fire import Env, fire
 from kh.http import resolve
+from kh.store import jsontext
 
 
 def _usage(msg):
@@ -57,8 +58,8 @@ def main(argv):
     try:
         for path in paths:
             try:
-                with open(path) as f:
-                    definition = json.load(f)
+                with open(path, "rb") as f:
+                    definition = jsontext.loads(f.read())
             except (OSError, ValueError):
                 print(json.dumps({"sent": False, "status": None, "error": "invalid_definition",
                                   "message": "cannot read the definition as JSON", "elapsed_ms": 0}))

@@ -18,6 +18,9 @@ _DEFAULT_TIMEOUT_MS = const(3000)
 _MAX_TIMEOUT_MS = const(120000)
 _MANAGED = ("host", "content-length", "transfer-encoding", "connection")
 _AUTH_TYPES = ("None", "OAuth2IssuedAccessToken", "OAuth2IssuedRefreshToken")
+# a token answer is kept whole up to this size (Azure AD and Keycloak send 4 to 6 KB with group
+# claims); the buffer is made only for an answer longer than the 4 KiB body prefix
+_TOKEN_ANSWER_MAX = const(16384)
 
 
 class Env:
@@ -198,7 +201,7 @@ async def fire(definition, env):
             # rule's allowInsecureRemote applies too; another origin: TlsWithCACheck)
             r = await _client.request(net, "POST", url, [("Accept", "application/json")], body,
                                       "application/x-www-form-urlencoded", level, pin, p["timeout"],
-                                      p["allow_remote"])
+                                      p["allow_remote"], None, _TOKEN_ANSWER_MAX)
             return r.status, r.body
 
         auth = await env.tokens.header(d, key, post_form) if p["auth_type"] != "None" else None

@@ -124,7 +124,7 @@ async def _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remo
         raise err
 
 
-async def _exchange(net, c, method, req, timeout_ms, info, r):
+async def _exchange(net, c, method, req, timeout_ms, info, r, keep=0):
     check = c.check
     before = c.wrote
     try:
@@ -135,13 +135,14 @@ async def _exchange(net, c, method, req, timeout_ms, info, r):
     if check:
         check.succeeded()  # the handshake is over: remember which root served this origin
     await _resp.read_head(c, r, _conn.deadline(timeout_ms), _conn.deadline(timeout_ms), method)
-    await _resp.read_body(c, r, method, net.prefix, _conn.deadline(timeout_ms))
+    await _resp.read_body(c, r, method, net.prefix, _conn.deadline(timeout_ms), keep)
     return r
 
 
 async def request(net, method, url, headers, body, content_type, level, pin=None,
-                  timeout_ms=3000, allow_remote=False, info=None):
+                  timeout_ms=3000, allow_remote=False, info=None, keep=0):
     # -> Response; raises FireError. info (a dict) learns "sent" and "reused" even on failure.
+    # keep: bytes of the body to keep when more than the preallocated prefix (token answers)
     if info is None:
         info = {}
     info["sent"] = False
@@ -158,7 +159,7 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
         req = build(method, target, hh, headers, body, content_type)
         r = _resp.Response()
         try:
-            await _exchange(net, c, method, req, timeout_ms, info, r)
+            await _exchange(net, c, method, req, timeout_ms, info, r, keep)
         except FireError as e:
             c.close()
             # a connection that died while idle: send again, but only if not a byte of the
@@ -178,7 +179,7 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
     req = build(method, target, hh, headers, body, content_type)  # after the TLS context: less fragmentation
     r = _resp.Response()
     try:
-        await _exchange(net, c, method, req, timeout_ms, info, r)
+        await _exchange(net, c, method, req, timeout_ms, info, r, keep)
     except BaseException:
         c.close()
         raise

@@ -38,6 +38,7 @@ def parse(url):
         target = "/"
     elif target[0] == "?":
         target = "/" + target
+    target = encode_target(target)
     if "@" in auth:
         raise _bad("user:password@ in the URL is not supported; use a header")
     if auth.startswith("["):
@@ -54,6 +55,10 @@ def parse(url):
         host, tail = (auth[:k], auth[k:]) if k >= 0 else (auth, "")
         bracketed = False
         if not _is_hostname(host):
+            for c in host:
+                if ord(c) > 126:
+                    raise _bad("a host name with non-ASCII letters must be written in its "
+                               "punycode form (xn--...)")
             raise _bad("bad host name")
         host = host.lower()
     if tail:
@@ -70,6 +75,50 @@ def parse(url):
     if port != default:
         hh = hh + ":" + str(port)
     return scheme, host, port, target, hh
+
+
+_HEX = "0123456789ABCDEF"
+# what may stand unencoded in a path and query (RFC 3986 section 3.3, 3.4: pchar, "/" and "?")
+_PCHAR = "!$&'()*+,;=:@/?-._~"
+
+
+def _plain(b):
+    return (48 <= b <= 57) or (65 <= b <= 90) or (97 <= b <= 122) or chr(b) in _PCHAR
+
+
+def _is_hex(b):
+    return (48 <= b <= 57) or (65 <= b <= 70) or (97 <= b <= 102)
+
+
+def encode_target(t):
+    # path and query with every byte RFC 3986 does not allow there percent-encoded (non-ASCII as
+    # its UTF-8 bytes); a "%" that starts a %XX escape is left alone. Allocates only when needed.
+    b = t.encode()
+    n = len(b)
+    i = 0
+    while i < n:
+        c = b[i]
+        if c == 37:
+            if i + 2 < n and _is_hex(b[i + 1]) and _is_hex(b[i + 2]):
+                i += 3
+                continue
+            break
+        if not _plain(c):
+            break
+        i += 1
+    if i == n:
+        return t
+    out = bytearray(b[:i])
+    while i < n:
+        c = b[i]
+        if (c == 37 and i + 2 < n and _is_hex(b[i + 1]) and _is_hex(b[i + 2])) or (c != 37 and _plain(c)):
+            out.append(c)
+        else:
+            out.append(37)
+            out.append(ord(_HEX[c >> 4]))
+            out.append(ord(_HEX[c & 15]))
+        i += 1
+    return out.decode()
 
 
 def _is_hostname(h):
