@@ -186,3 +186,149 @@ def test_every_json_reader_on_the_device_joins_pairs(micropython):
     assert out["key"] == "f09f9aaa" and out["frame"] == "f09f9aaa"
     assert out["frame_lone"] == "ChannelError"
     assert out["grant"] == "x" and out["grant_lone"] == "FireError"
+
+
+# -- TLS: server names and roots --------------------------------------------------------------
+
+def _strict_sni(ctx):
+    """A server that answers an IP address as server name with a fatal alert (rustls, libtls)."""
+    import ipaddress
+    import ssl
+
+    def cb(sslobj, name, c):
+        if name is not None:
+            try:
+                ipaddress.ip_address(name)
+                return ssl.ALERT_DESCRIPTION_ILLEGAL_PARAMETER
+            except ValueError:
+                pass
+        return None
+    return cb
+
+
+def _ok(link):
+    link.read_request()
+    link.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def test_ip_literal_urls_send_no_server_name_where_the_library_allows(batch, trust_dir, pki):
+    with Scripted(_ok, tls=_tls(pki)) as srv:
+        srv.ctx.sni_callback = lambda o, name, c: [setattr(link, "sni", name) for link in srv.links
+                                                    if link.tls is o] and None or _strict_sni(None)(o, name, c)
+        url = srv.url()  # https://127.0.0.1:P/hook
+        res = batch.run([job("self", definition(url, "TlsAllowSelfSigned")),
+                         job("leafpin", definition(url, "TlsPinnedCertificate", pinnedCertificate=pki.leaf.pem)),
+                         job("ca", definition(url)),
+                         job("capin", definition(url, "TlsPinnedCertificate", pinnedCertificate=pki.root.pem))],
+                        trust_dir=trust_dir)
+    by = {r["case"]: r for r in res}
+    assert (by["self"]["status"], by["leafpin"]["status"]) == (200, 200), res
+    assert [link.sni for link in srv.links[:2]] == [None, None]
+    # verified levels: mbedTLS checks the name only when it sends it, so the address goes out and
+    # the strict server refuses; the error says so (no byte of the request left)
+    for case in ("ca", "capin"):
+        assert by[case]["error"] == "tls_unsupported" and not by[case]["sent"], by[case]["message"]
+        assert "IP address" in by[case]["message"] and "host name" in by[case]["message"]
+
+
+def test_ip_literal_still_checks_the_certificates_ip_entry(servers, batch, trust_dir, pki):
+    good = servers.tls("leaf")          # SAN: localhost, 127.0.0.1
+    other = servers.tls("wrong_host")   # SAN: other.invalid only
+    res = batch.run([job("good", definition(good.url())), job("other", definition(other.url())),
+                     job("other-pin", definition(other.url(), "TlsPinnedCertificate",
+                                                 pinnedCertificate=pki.intermediate.pem))], trust_dir=trust_dir)
+    assert [r["error"] for r in res] == [None, "tls_hostname", "tls_hostname"], res
+
+
+def test_trailing_dot_host_names(servers, batch, trust_dir, pki):
+    rx = servers.tls("leaf")
+    with Scripted(_ok, tls=_tls(pki)) as srv:
+        res = batch.run([job("dot", definition(f"https://localhost.:{rx.port}/hook")),
+                         job("dot-sni", definition(f"https://localhost.:{srv.port}/hook"))],
+                        trust_dir=trust_dir, resolve={"localhost.": "127.0.0.1"})
+        assert {l.sni for l in srv.links} == {"localhost"}  # no dot in the server name
+    assert [r["status"] for r in res] == [200, 200], res
+    rx.settle()
+    assert rx.requests[0].header("Host") == f"localhost.:{rx.port}"
+
+
+def _cross_server(servers_, cs):
+    from keyhook.receiver import Receiver
+    return servers_._start(Receiver(tls=server_context(cs.leaf.chain_path, cs.leaf.key_path)))
+
+
+def test_cross_signed_root_is_found_anywhere_in_the_chain(servers, batch, tmp_path):
+    """Store: R2. Server: leaf, intermediate (issued by R2), R2 cross-signed by R1 (not stored)."""
+    from keyhook.devpki import make_cross_signed
+    from keyhook.truststore import write_trust_store
+
+    cs = make_cross_signed(tmp_path / "pki")
+    store = tmp_path / "store"
+    write_trust_store([cs.r2.der], store)
+    rx = _cross_server(servers, cs)
+    state = tmp_path / "state"
+    state.mkdir()
+    d = definition(rx.url(host="localhost"))
+    res = batch.run([job("first", d), job("again", d)], trust_dir=store, state_dir=state)
+    assert [r["status"] for r in res] == [200, 200], res
+    assert res[1]["connect_attempts"] == 1  # the root that served is remembered
+
+
+def test_cross_signed_with_the_old_root_expired_in_the_store(servers, batch, tmp_path):
+    from keyhook.devpki import make_cross_signed
+    from keyhook.truststore import write_trust_store
+
+    cs = make_cross_signed(tmp_path / "pki", r1_expired=True)
+    store = tmp_path / "store"
+    write_trust_store([cs.r1.der, cs.r2.der], store)
+    rx = _cross_server(servers, cs)
+    [r] = batch.run([job("x", definition(rx.url(host="localhost")))], trust_dir=store)
+    assert (r["status"], r["error"]) == (200, None), r
+    # and a store with only the expired old root: refused as expired, as before
+    store1 = tmp_path / "store1"
+    write_trust_store([cs.r1.der], store1)
+    [r] = batch.run([job("old-only", definition(rx.url(host="localhost")))], trust_dir=store1)
+    assert r["error"] == "tls_expired" and not r["sent"], r
+
+
+# -- TLS: servers the device's TLS library cannot talk to --------------------------------------
+
+UNSUPPORTED = ("tls13_only", "x25519_only", "chacha20_only", "dhe_only")
+
+
+def test_servers_the_tls_library_cannot_talk_to_have_their_own_error(batch, pki, tmp_path):
+    from keyhook.receiver import Receiver
+    from keyhook.truststore import write_trust_store
+    from kh_tlsshapes import Shapes
+
+    shapes = Shapes(pki, tmp_path / "shapes")
+    jobs, started = [], []
+    try:
+        for name in Shapes.NAMES:
+            rx = Receiver(tls=shapes.context(name)).start()
+            started.append(rx)
+            url = rx.url(host="localhost")
+            jobs += [job(f"{name}/ca", definition(url)),
+                     job(f"{name}/pin", definition(url, "TlsPinnedCertificate", pinnedCertificate=shapes.root_pem(name))),
+                     job(f"{name}/self", definition(url, "TlsAllowSelfSigned"))]
+        store = tmp_path / "store"
+        write_trust_store([pki.root.der] + [shapes.root_der(n) for n in ("rsa_pss_chain", "name_constrained")],
+                          store)
+        res = {r["case"]: r for r in batch.run(jobs, trust_dir=store)}
+    finally:
+        for rx in started:
+            rx.stop()
+    for name in UNSUPPORTED:
+        for lv in ("ca", "pin", "self"):
+            r = res[f"{name}/{lv}"]
+            assert r["error"] == "tls_unsupported" and not r["sent"], (name, lv, r)
+            assert "TLS 1.2" in r["message"] and "P-256" in r["message"] and "is it a TLS server" not in r["message"]
+    for lv in ("ca", "pin", "self"):
+        r = res[f"rsa_pss_chain/{lv}"]
+        assert r["error"] == "tls_unusable_certificate" and "RSA-PSS" in r["message"], (lv, r)
+    # a private CA with critical name constraints: the device cannot load the root
+    for lv in ("ca", "pin"):
+        r = res[f"name_constrained/{lv}"]
+        assert r["error"] == "tls_unusable_certificate" and "name constraints" in r["message"], (lv, r)
+    assert res["name_constrained/self"]["status"] == 200  # encryption only: no root needed
+    assert all(rx.received == b"" for rx in started[:-1])  # refused before a byte was written

@@ -96,8 +96,19 @@ async def _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remo
                         "use a verified level, or set allowInsecureRemote in the rule")
     if scheme == "http":
         return await _conn.open_tcp(family, ip, sa, port, _conn.deadline(timeout_ms), key)
-    check = _tls.Check(level, pin, net.trust, host + ":" + str(port))
-    sni = host
+    # a trailing dot (an absolute DNS name) is asked of DNS as given, but is not part of the
+    # name in the certificate or the SNI (as curl and Go do)
+    name = host[:-1] if host[-1:] == "." else host
+    check = _tls.Check(level, pin, net.trust, name + ":" + str(port))
+    sni = name
+    if _url.is_ip_literal(name):
+        # RFC 6066 section 3: no IP address as a server name. mbedTLS checks the certificate's
+        # name only when it also sends it (and refuses to verify without one), so a verified
+        # level still sends the address; the others send no name.
+        if check.needs_name:
+            check.ip_name = True
+        else:
+            sni = None
     tries = 0
     retry_hash = None
     while True:

@@ -122,6 +122,8 @@ def encode_target(t):
 
 
 def _is_hostname(h):
+    if h[-1:] == ".":
+        h = h[:-1]  # an absolute name (RFC 1034 section 3.1)
     if not h or len(h) > 253:
         return False
     for label in h.split("."):
