@@ -40,7 +40,8 @@ def parse(url):
         target = "/" + target
     target = encode_target(target)
     if "@" in auth:
-        raise _bad("user:password@ in the URL is not supported; use a header")
+        raise _bad("user:password@ in the URL is not supported; send the credentials in an "
+                   "Authorization header (additionalHttpHeaders)")
     if auth.startswith("["):
         k = auth.find("]")
         if k < 0:

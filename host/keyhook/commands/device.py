@@ -111,12 +111,17 @@ def rules() -> None:
               help="Event that fires the rules: trigger, button:NAME, finger:USER[:N] (default: the file's, else trigger).")
 @click.option("--check-pins/--no-check-pins", default=True, show_default=True,
               help="Compare each pinned certificate with what its server presents.")
+@click.option("--probe/--no-probe", default=True, show_default=True,
+              help="Try a TLS handshake with each https server, offering what the device offers.")
 @json_option
 @click.pass_context
 def rules_push(ctx: click.Context, address: str, file: str, events: tuple[str, ...], check_pins: bool,
-               as_json: bool) -> None:
-    """Validate FILE (one webhook object or a list) and store it on the device atomically."""
+               probe: bool, as_json: bool) -> None:
+    """Validate FILE (one webhook object or a list) with the device's own validator, warn about
+    what is probably wrong, and store it on the device atomically."""
     normalised, warnings = rules_mod.normalise_all(rules_mod.load_rules(file), list(events) or None)
+    if probe:
+        warnings += rules_mod.probe_warnings(normalised)
     if check_pins:
         warnings += _pin_warnings(normalised)
     for w in warnings:
@@ -131,16 +136,15 @@ def rules_push(ctx: click.Context, address: str, file: str, events: tuple[str, .
 
 
 def _pin_warnings(rules: list[dict]) -> list[rules_mod.Warning_]:
-    import base64
-
     from keyhook.pin import fetch_chain, pin_matches
+    from keyhook.rules import pin_to_der
     found = []
     for r in rules:
         d = r["definition"]
         if d["securityLevel"] != "TlsPinnedCertificate":
             continue
         try:
-            role = pin_matches(base64.b64decode(d["pinnedCertificate"]), fetch_chain(d["url"], timeout=3))
+            role = pin_matches(pin_to_der(d["pinnedCertificate"]), fetch_chain(d["url"], timeout=3))
         except KeyhookError as e:
             found.append(rules_mod.Warning_(r["functionName"], f"could not check the pin: {e}"))
             continue
