@@ -211,3 +211,26 @@ def test_push_and_pin_probe_with_the_devices_offer(pki, tmp_path):
     assert set(names) == {"x25519", "chacha"}
     assert "tls_unsupported" in names["x25519"] and "TLS 1.2" in names["x25519"]
     assert all(rx.received == b"" for rx in (bad, bad2, fine))  # a handshake only
+
+
+@pytest.mark.parametrize("case", ["forty", "userinfo", "utf16-bad-pin"])
+def test_rules_push_refuses_before_it_connects(tmp_path, pki, case):
+    """The refusal comes from the host's run of the device validator: the push never reaches the
+    (absent) radio, and the message is the device's."""
+    url = "https://ha.example.org/api/webhook/x"
+    if case == "forty":
+        doc = [{"functionName": f"r{i}", "definition": {"method": "Post", "url": url}} for i in range(40)]
+        needle = "at most 32 rules"
+    elif case == "userinfo":
+        doc = {"functionName": "Open garage", "definition": {"method": "Post", "url": "https://u:p@ha.example.org/x"}}
+        needle = 'rule "Open garage": definition.url: user:password@'
+    else:
+        doc = {"functionName": "Open garage", "definition": {
+            "method": "Post", "url": url, "securityLevel": "TlsPinnedCertificate",
+            "pinnedCertificate": pki.leaf.chain_path.read_text()}}
+        needle = "definition.pinnedCertificate: it holds 2 PEM blocks"
+    f = tmp_path / "rules.json"
+    f.write_text(json.dumps(doc), encoding="utf-16" if case.startswith("utf16") else "utf-8")
+    p = keyhook("--radio", str(tmp_path / "no-radio"), "rules", "push", "24:6F:00:00:00:01", str(f))
+    assert p.returncode == 2 and needle in p.stderr and "hint:" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and "radio" not in p.stderr.lower()

@@ -31,10 +31,11 @@ def classify(chk, e):
     if code == _ERR_FATAL_ALERT:
         if chk.ip_name:
             return FireError("tls_unsupported",
-                             "the server refused the handshake; for a verified level this device's TLS "
+                             "the server refused the handshake: for a verified level this device's TLS "
                              "library must send the IP address as the server name (SNI), which strict "
-                             "servers refuse: use a host name in the URL, or pin the server's own "
-                             "certificate (a leaf pin sends no name)")
+                             "servers refuse (use a host name in the URL, or pin the server's own "
+                             "certificate: a leaf pin sends no name); or the server needs more than "
+                             "this device offers (" + OFFER + ")")
         return FireError("tls_unsupported",
                          "the server refused every TLS version, key exchange and cipher this device "
                          "offers (" + OFFER + "); it probably requires TLS 1.3, X25519, ChaCha20 "
