@@ -38,7 +38,9 @@ def parse(url):
         target = "/"
     elif target[0] == "?":
         target = "/" + target
-    target = encode_target(target)
+    if not _plain(target):
+        from kh.http.pct import encode_target
+        target = encode_target(target)
     if "@" in auth:
         raise _bad("user:password@ in the URL is not supported; send the credentials in an "
                    "Authorization header (additionalHttpHeaders)")
@@ -78,48 +80,16 @@ def parse(url):
     return scheme, host, port, target, hh
 
 
-_HEX = "0123456789ABCDEF"
-# what may stand unencoded in a path and query (RFC 3986 section 3.3, 3.4: pchar, "/" and "?")
+# what may stand unencoded in a path and query (RFC 3986 section 3.3, 3.4: pchar, "/", "?");
+# a target with anything else, or with a "%", goes through kh.http.pct (loaded only then)
 _PCHAR = "!$&'()*+,;=:@/?-._~"
 
 
-def _plain(b):
-    return (48 <= b <= 57) or (65 <= b <= 90) or (97 <= b <= 122) or chr(b) in _PCHAR
-
-
-def _is_hex(b):
-    return (48 <= b <= 57) or (65 <= b <= 70) or (97 <= b <= 102)
-
-
-def encode_target(t):
-    # path and query with every byte RFC 3986 does not allow there percent-encoded (non-ASCII as
-    # its UTF-8 bytes); a "%" that starts a %XX escape is left alone. Allocates only when needed.
-    b = t.encode()
-    n = len(b)
-    i = 0
-    while i < n:
-        c = b[i]
-        if c == 37:
-            if i + 2 < n and _is_hex(b[i + 1]) and _is_hex(b[i + 2]):
-                i += 3
-                continue
-            break
-        if not _plain(c):
-            break
-        i += 1
-    if i == n:
-        return t
-    out = bytearray(b[:i])
-    while i < n:
-        c = b[i]
-        if (c == 37 and i + 2 < n and _is_hex(b[i + 1]) and _is_hex(b[i + 2])) or (c != 37 and _plain(c)):
-            out.append(c)
-        else:
-            out.append(37)
-            out.append(ord(_HEX[c >> 4]))
-            out.append(ord(_HEX[c & 15]))
-        i += 1
-    return out.decode()
+def _plain(t):
+    for c in t:
+        if not (c.isalpha() or c.isdigit() or c in _PCHAR) or ord(c) > 126:
+            return False
+    return True
 
 
 def _is_hostname(h):
