@@ -2,7 +2,8 @@
 # definition of what a rule is, of which certificates the TLS library can use, and of which
 # servers it can talk to.
 #   micropython validate.py REQUEST.json  -> one JSON line
-# REQUEST: {"put": [rules] | null, "each": [rules] | null, "certs": [base64 DER], "probe": [[url]]}
+# REQUEST: {"put": [rules] | null, "each": [rules] | null, "certs": [base64 DER],
+#           "probe": [url | [url, securityLevel, pinnedCertificate]]}
 #   put:   kh.store.rules._check, exactly what a rules.put does before writing: {"rules": the rules
 #          as the device stores them} or {"error": {"code", "message"}}
 #   each:  kh.store.schema.validate on each rule alone: [null | message]
@@ -54,28 +55,35 @@ def _cert(b64):
     return der.usable(d)
 
 
-def _probe(url, timeout_s=5):
+def _probe(item, timeout_s=5):
+    # item: an https URL, or [url, securityLevel, pinnedCertificate or None]: the server name
+    # is sent as a fire under that level would send it (kh.http.client._open)
     from kh.http import url as _url
     from kh.http import tlspolicy
     from kh.http import tlsfail
+    from kh.http import der
+    url, level, pin = (item, tlspolicy.SELF_SIGNED, None) if isinstance(item, str) else item
     try:
         scheme, host, port, _t, _h = _url.parse(url)
+        pin = der.pin_der(pin) if level == tlspolicy.PINNED else None
     except FireError as e:
         return {"code": e.code, "message": e.message}
     if scheme != "https":
         return None
     name = host[:-1] if host[-1:] == "." else host
+    ip_name = _url.is_ip_literal(name) and tlspolicy.Check(level, pin).needs_name
     try:
         ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     except OSError as e:
         return {"code": "dns", "message": "cannot resolve the host name (%s)" % (e.args[0] if e.args else "?")}
     s = socket.socket(ai[0], socket.SOCK_STREAM)
-    chk = tlspolicy.Check(tlspolicy.SELF_SIGNED)
+    chk = tlspolicy.Check(tlspolicy.SELF_SIGNED)  # no verification: only what the server accepts
+    chk.ip_name = ip_name
     try:
         s.settimeout(timeout_s)
         s.connect(ai[-1])
         ctx = chk.context()
-        ss = ctx.wrap_socket(s, server_hostname=None if _url.is_ip_literal(name) else name)
+        ss = ctx.wrap_socket(s, server_hostname=name if ip_name or not _url.is_ip_literal(name) else None)
         ss.close()
         return None
     except (OSError, ValueError) as e:

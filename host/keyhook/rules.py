@@ -218,19 +218,25 @@ def probe_warnings(rules: list[dict], timeout: float = 60) -> list[Warning_]:
     about: the device may see another network."""
     from keyhook.devicecheck import ask_device
 
-    targets: dict[str, list[str]] = {}
+    # (origin, level, pin) -> rule names; a token endpoint on another origin is verified with
+    # TlsWithCACheck (DESIGN.md), on the request's own origin with the rule's level
+    targets: dict[tuple, list[str]] = {}
     for r in rules:
         d = r["definition"]
         auth = d.get("authentication") or {}
+        level = d.get("securityLevel", "TlsWithCACheck")
+        pin = d.get("pinnedCertificate") if level == "TlsPinnedCertificate" else None
+        own = urlsplit(d.get("url", ""))._replace(path="/", query="", fragment="").geturl()
         for url in (d.get("url"), auth.get("tokenEndpoint") or auth.get("tokenEndoint")):
             if isinstance(url, str) and urlsplit(url).scheme.lower() == "https":
                 origin = urlsplit(url)._replace(path="/", query="", fragment="").geturl()
-                targets.setdefault(origin, []).append(r["functionName"])
+                key = (origin, level, pin) if origin == own else (origin, "TlsWithCACheck", None)
+                targets.setdefault(key, []).append(r["functionName"])
     if not targets:
         return []
-    answers = ask_device(probe=list(targets), timeout=timeout)["probe"]
+    answers = ask_device(probe=[list(k) for k in targets], timeout=timeout)["probe"]
     out = []
-    for (origin, names), a in zip(targets.items(), answers):
+    for ((origin, _level, _pin), names), a in zip(targets.items(), answers):
         if a and a.get("code") in PROBE_CODES:
             for name in dict.fromkeys(names):
                 out.append(Warning_(name, f"{origin} cannot be reached by a device ({a['code']}): {a['message']}"))

@@ -234,3 +234,32 @@ def test_rules_push_refuses_before_it_connects(tmp_path, pki, case):
     p = keyhook("--radio", str(tmp_path / "no-radio"), "rules", "push", "24:6F:00:00:00:01", str(f))
     assert p.returncode == 2 and needle in p.stderr and "hint:" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr and "radio" not in p.stderr.lower()
+
+
+def test_probe_sends_the_server_name_as_the_level_would(pki):
+    """A verified level to an IP-address URL sends the address as SNI (mbedTLS), so a strict
+    server refuses the device: the push-time probe says so; a leaf pin sends no name: no warning."""
+    import ipaddress
+    import ssl
+
+    from keyhook.receiver import server_context
+
+    ctx = server_context(pki.leaf.chain_path, pki.leaf.key_path)
+
+    def strict(obj, name, c):
+        try:
+            if name is not None:
+                ipaddress.ip_address(name)
+                return ssl.ALERT_DESCRIPTION_ILLEGAL_PARAMETER
+        except ValueError:
+            pass
+        return None
+    ctx.sni_callback = strict
+    with Receiver(tls=ctx) as rx:
+        wh = [{"functionName": "ca", "definition": definition(rx.url("/a"))},
+              {"functionName": "leafpin", "definition": definition(rx.url("/b"), "TlsPinnedCertificate",
+                                                                   pinnedCertificate=pki.leaf.pem)}]
+        rules_, _ = rules.normalise_all(wh)
+        warnings = rules.probe_warnings(rules_)
+    assert [w.rule for w in warnings] == ["ca"]
+    assert "IP address as the server name" in warnings[0].message
