@@ -9,11 +9,24 @@ import json
 import asyncio
 from kh.engine.fire import Env, fire
 from kh.http import resolve
+from kh.store import jsontext
+from kh.store import rules
+from kh.store.errors import StoreError
 
 
 def _usage(msg):
     print(json.dumps({"sent": False, "status": None, "error": "usage", "message": msg, "elapsed_ms": 0}))
     sys.exit(2)
+
+
+def _checked(definition):
+    # a full webhook object, or just its "definition" (named "fire" in messages)
+    if isinstance(definition, dict) and isinstance(definition.get("definition"), dict):
+        rule = definition
+    else:
+        rule = {"functionName": "fire", "definition": definition}
+    rules._check([rule], set())
+    return rule
 
 
 def main(argv):
@@ -57,11 +70,20 @@ def main(argv):
     try:
         for path in paths:
             try:
-                with open(path) as f:
-                    definition = json.load(f)
+                with open(path, "rb") as f:
+                    definition = jsontext.loads(f.read())
             except (OSError, ValueError):
                 print(json.dumps({"sent": False, "status": None, "error": "invalid_definition",
                                   "message": "cannot read the definition as JSON", "elapsed_ms": 0}))
+                ok = False
+                continue
+            # the device's own validator first (kh.store.rules, as a rules.put): a definition is
+            # fired here if and only if the device would store it, and as it would store it
+            try:
+                definition = _checked(definition)
+            except StoreError as e:
+                print(json.dumps({"sent": False, "status": None, "error": "invalid_definition",
+                                  "message": e.message, "elapsed_ms": 0}))
                 ok = False
                 continue
             for _ in range(repeat):

@@ -70,7 +70,7 @@ def test_full_webhook_object_and_quirks(servers, batch):
     full = {"integrationName": "Home Assistant", "functionName": "Open garage", "functionWebhookId": "a3f1",
             "expiresAt": None, "modificationState": None,
             "definition": definition(rx.url("/full"), "AllowHttp", method="POST", timeout=None,
-                                     additionalHttpHeaders={"X-N": 5}, body=None)}
+                                     additionalHttpHeaders={"X-N": "5"}, body=None)}
     res = batch.run([job("full", full)])
     rx.settle()
     assert res[0]["status"] == 200

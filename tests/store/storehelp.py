@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 # Secret markers: each must stay on the device's flash and never come out of `list`, errors or logs.
-SECRETS = ("TOKEN-SECRET", "HEADER-SECRET", "BODY-SECRET", "PATH-SECRET", "REFRESH-SECRET", "USERPW-SECRET")
+SECRETS = ("TOKEN-SECRET", "HEADER-SECRET", "BODY-SECRET", "PATH-SECRET", "REFRESH-SECRET", "QUERY-SECRET")
 
 # A RAM-backed littlefs at /flash, store root /flash/data (tests/mp/powercut.py).
 PRELUDE = """
@@ -47,7 +47,7 @@ def make_rule(i: int, *, pem: str | None = None, events=None, tag: str = "", lev
     scheme = "http" if level == "AllowHttp" else "https"
     d: dict = {
         "method": "Post",
-        "url": f"{scheme}://u:USERPW-SECRET@host{i}.example.org:8443/api/webhook/PATH-SECRET-{i}?k=v{tag}",
+        "url": f"{scheme}://host{i}.example.org:8443/api/webhook/PATH-SECRET-{i}?k=QUERY-SECRET{tag}",
         "body": {"contentType": "application/json", "content": json.dumps({"auth": "BODY-SECRET", "n": i, "tag": tag})},
         "additionalHttpHeaders": {"X-Api-Key": "HEADER-SECRET"},
         "timeout": 3000,

@@ -34,7 +34,7 @@ async def op_trust_add(c, app_id, msg):
         der = binascii.a2b_base64(_need(msg, "der", str))
         return {"root": c.ctx.trust.add(der)}  # not "id": the envelope carries the request id
     except ValueError as e:
-        raise AppError("bad_request", "der: not a base64 DER certificate (%s)" % e)
+        raise AppError("bad_request", "der: refused: %s" % e)
 
 
 async def op_trust_remove(c, app_id, msg):

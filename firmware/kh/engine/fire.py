@@ -15,9 +15,12 @@ from kh.http.trust import Trust
 
 _METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 _DEFAULT_TIMEOUT_MS = const(3000)
-_MAX_TIMEOUT_MS = const(120000)
+_MAX_TIMEOUT_MS = const(60000)  # as kh.store.schema
 _MANAGED = ("host", "content-length", "transfer-encoding", "connection")
 _AUTH_TYPES = ("None", "OAuth2IssuedAccessToken", "OAuth2IssuedRefreshToken")
+# a token answer is kept whole up to this size (Azure AD and Keycloak send 4 to 6 KB with group
+# claims); the buffer is made only for an answer longer than the 4 KiB body prefix
+_TOKEN_ANSWER_MAX = const(16384)
 
 
 class Env:
@@ -109,7 +112,7 @@ def prepare(definition):
     if t is None:
         t = _DEFAULT_TIMEOUT_MS
     if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0 or t > _MAX_TIMEOUT_MS:
-        raise _bad("timeout must be a number of milliseconds between 1 and 120000")
+        raise _bad("timeout must be a number of milliseconds between 1 and 60000")
     p["timeout"] = int(t)
     ar = d.get("allowInsecureRemote", False)
     if not isinstance(ar, bool):
@@ -124,8 +127,6 @@ def prepare(definition):
             if not _token_ok(k):
                 raise _bad("additionalHttpHeaders: a header name is not valid")
             v = hs[k]
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                v = str(v)
             _text(v, "additionalHttpHeaders value of " + k, True)
             if k.lower() not in _MANAGED:
                 headers.append((k, v))
@@ -198,7 +199,7 @@ async def fire(definition, env):
             # rule's allowInsecureRemote applies too; another origin: TlsWithCACheck)
             r = await _client.request(net, "POST", url, [("Accept", "application/json")], body,
                                       "application/x-www-form-urlencoded", level, pin, p["timeout"],
-                                      p["allow_remote"])
+                                      p["allow_remote"], None, _TOKEN_ANSWER_MAX)
             return r.status, r.body
 
         auth = await env.tokens.header(d, key, post_form) if p["auth_type"] != "None" else None

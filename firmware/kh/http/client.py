@@ -96,8 +96,19 @@ async def _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remo
                         "use a verified level, or set allowInsecureRemote in the rule")
     if scheme == "http":
         return await _conn.open_tcp(family, ip, sa, port, _conn.deadline(timeout_ms), key)
-    check = _tls.Check(level, pin, net.trust, host + ":" + str(port))
-    sni = host
+    # a trailing dot (an absolute DNS name) is asked of DNS as given, but is not part of the
+    # name in the certificate or the SNI (as curl and Go do)
+    name = host[:-1] if host[-1:] == "." else host
+    check = _tls.Check(level, pin, net.trust, name + ":" + str(port))
+    sni = name
+    if _url.is_ip_literal(name):
+        # RFC 6066 section 3: no IP address as a server name. mbedTLS checks the certificate's
+        # name only when it also sends it (and refuses to verify without one), so a verified
+        # level still sends the address; the others send no name.
+        if check.needs_name:
+            check.ip_name = True
+        else:
+            sni = None
     tries = 0
     retry_hash = None
     while True:
@@ -124,7 +135,7 @@ async def _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remo
         raise err
 
 
-async def _exchange(net, c, method, req, timeout_ms, info, r):
+async def _exchange(net, c, method, req, timeout_ms, info, r, keep=0):
     check = c.check
     before = c.wrote
     try:
@@ -135,13 +146,14 @@ async def _exchange(net, c, method, req, timeout_ms, info, r):
     if check:
         check.succeeded()  # the handshake is over: remember which root served this origin
     await _resp.read_head(c, r, _conn.deadline(timeout_ms), _conn.deadline(timeout_ms), method)
-    await _resp.read_body(c, r, method, net.prefix, _conn.deadline(timeout_ms))
+    await _resp.read_body(c, r, method, net.prefix, _conn.deadline(timeout_ms), keep)
     return r
 
 
 async def request(net, method, url, headers, body, content_type, level, pin=None,
-                  timeout_ms=3000, allow_remote=False, info=None):
+                  timeout_ms=3000, allow_remote=False, info=None, keep=0):
     # -> Response; raises FireError. info (a dict) learns "sent" and "reused" even on failure.
+    # keep: bytes of the body to keep when more than the preallocated prefix (token answers)
     if info is None:
         info = {}
     info["sent"] = False
@@ -158,7 +170,7 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
         req = build(method, target, hh, headers, body, content_type)
         r = _resp.Response()
         try:
-            await _exchange(net, c, method, req, timeout_ms, info, r)
+            await _exchange(net, c, method, req, timeout_ms, info, r, keep)
         except FireError as e:
             c.close()
             # a connection that died while idle: send again, but only if not a byte of the
@@ -178,7 +190,7 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
     req = build(method, target, hh, headers, body, content_type)  # after the TLS context: less fragmentation
     r = _resp.Response()
     try:
-        await _exchange(net, c, method, req, timeout_ms, info, r)
+        await _exchange(net, c, method, req, timeout_ms, info, r, keep)
     except BaseException:
         c.close()
         raise

@@ -147,7 +147,16 @@ class Conn:
     async def read_into(self, mv, dl, phase, into_buf=False):
         while True:
             try:
-                n = self.s.readinto(mv)
+                if self.tls:
+                    # one mbedtls_ssl_read per call: readinto() loops over records and swallows
+                    # the end of stream (close_notify) that arrives behind data in one call
+                    b = self.s.recv(len(mv))
+                    n = None if b is None else len(b)
+                    if n:
+                        mv[:n] = b
+                    b = None
+                else:
+                    n = self.s.readinto(mv)
             except (OSError, ValueError) as e:
                 if e.args and e.args[0] == _ERR_SSL_CONN_EOF:
                     return 0

@@ -74,6 +74,24 @@ def is_ca(cert):
     return tag == 0x01 and e2 > s2 and b[s2] != 0
 
 
+def usable(der):
+    # None when mbedTLS can parse the certificate, else why not (RSA-PSS signatures, critical
+    # extensions it does not know, such as name constraints). Needs a TLS context (about 3 KiB
+    # of heap for a moment): where the heap cannot spare it, the answer is None and a fire
+    # reports tls_unusable_certificate instead (the host runs this check with heap to spare).
+    try:
+        import tls
+    except ImportError:
+        import ssl as tls
+    try:
+        tls.SSLContext(tls.PROTOCOL_TLS_CLIENT).load_verify_locations(der)
+    except ValueError as e:
+        return str(e.args[-1] if e.args else e)
+    except MemoryError:
+        return None
+    return None
+
+
 def pin_der(text):
     # PEM (one certificate) or base64 DER -> DER bytes; FireError("invalid_definition") if neither
     if not isinstance(text, str) or not text.strip():
@@ -85,6 +103,12 @@ def pin_der(text):
         b = s.find("-----END CERTIFICATE-----", a)
         if b < 0 or s[:a].strip():
             raise FireError("invalid_definition", "pinnedCertificate: expected one PEM CERTIFICATE block")
+        if s.find("-----BEGIN", b) >= 0:
+            # a pasted fullchain.pem would pin its leaf, which changes at every renewal
+            raise FireError("invalid_definition",
+                            "pinnedCertificate holds %d PEM blocks (a fullchain.pem?); pin exactly one "
+                            "certificate: `keyhook pin URL` prints each with its role"
+                            % s.count("-----BEGIN"))
         s = s[a + 27:b]
     elif s.lstrip().startswith("-----"):
         raise FireError("invalid_definition", "pinnedCertificate: expected one PEM CERTIFICATE block")

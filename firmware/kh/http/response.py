@@ -4,7 +4,7 @@
 from micropython import const
 from kh.http.errors import FireError
 
-_MAX_HEADERS = const(64)
+_MAX_HEAD = const(65536)  # bytes of status line and headers; past it the answer is refused
 _MAX_CHUNK_LINE = const(256)
 
 
@@ -19,6 +19,8 @@ class Response:
         self.body_len = 0
         self.truncated = False
         self.got_bytes = 0  # bytes of this response received (0: a resend is still safe)
+        self.buf = None
+        self.limit = 0
 
 
 async def _line(c, r, dl, phase, limit):
@@ -62,14 +64,15 @@ async def read_head(c, r, dl_first, dl_body, method):
         r.keep_alive = parts[0] == b"HTTP/1.1"
         r.length = None
         r.chunked = False
-        n = 0
+        # only the headers that frame the body are kept; any number of others (70 Set-Cookie
+        # lines, say) is read and skipped, up to _MAX_HEAD bytes in all
+        start = r.got_bytes
         while True:
             h = await _line(c, r, dl_body, "reading the response headers", 512)
             if not h:
                 break
-            n += 1
-            if n > _MAX_HEADERS:
-                raise FireError("bad_response", "too many response headers")
+            if r.got_bytes - start > _MAX_HEAD:
+                raise FireError("bad_response", "the response headers are longer than 64 KiB")
             k = h.find(b":")
             if k <= 0:
                 continue
@@ -97,12 +100,24 @@ async def read_head(c, r, dl_first, dl_body, method):
 
 
 def _keep(r, mv, prefix, n):
-    # account n body bytes sitting in mv; copy what fits into the prefix buffer
-    room = len(prefix) - r.body_len if r.body_len < len(prefix) else 0
+    # account n body bytes sitting in mv; copy what fits into the kept buffer (r.buf), which
+    # grows up to r.limit when the caller asked for more than the preallocated prefix
+    buf = r.buf
+    end = r.body_len + n
+    if end > len(buf) and r.limit > len(buf):
+        size = len(buf) * 2
+        if size < end:
+            size = end
+        if size > r.limit:
+            size = r.limit
+        grown = bytearray(size)
+        grown[:r.body_len] = memoryview(buf)[:r.body_len]
+        r.buf = buf = grown
+    room = len(buf) - r.body_len if r.body_len < len(buf) else 0
     if room > 0:
         k = n if n < room else room
-        prefix[r.body_len:r.body_len + k] = mv[:k]
-    r.body_len += n
+        buf[r.body_len:r.body_len + k] = mv[:k]
+    r.body_len = end
     r.got_bytes += n
 
 
@@ -124,8 +139,13 @@ async def _take(c, r, count, prefix, dl):
             count -= n
 
 
-async def read_body(c, r, method, prefix, dl):
-    # prefix: a preallocated bytearray; r.body becomes the kept prefix as bytes
+async def read_body(c, r, method, prefix, dl, limit=0):
+    # prefix: a preallocated bytearray; r.body becomes the kept prefix as bytes. limit: keep up
+    # to this many bytes instead (a token answer), in a buffer made only when one is that long
+    r.buf = prefix
+    r.limit = limit
+    if limit > len(prefix) and r.length is not None and r.length > len(prefix):
+        r.buf = bytearray(r.length if r.length < limit else limit)
     if method == "HEAD" or r.status in (204, 304) or 100 <= r.status < 200:
         r.body = b""
         return
@@ -151,6 +171,8 @@ async def read_body(c, r, method, prefix, dl):
     else:
         r.keep_alive = False
         await _take(c, r, None, prefix, dl)
-    kept = r.body_len if r.body_len < len(prefix) else len(prefix)
+    buf = r.buf
+    r.buf = None
+    kept = r.body_len if r.body_len < len(buf) else len(buf)
     r.truncated = r.body_len > kept
-    r.body = bytes(memoryview(prefix)[:kept])
+    r.body = bytes(memoryview(buf)[:kept])

@@ -10,6 +10,12 @@ _ERR_CA_CHAIN_REQUIRED = const(-0x7680)
 # mbedTLS's allocation failures (ssl.h, x509.h, ecp.h, bignum.h, pk.h, cipher.h, md.h): memory,
 # never a verdict on the server
 _ERR_ALLOC = (-0x7F00, -0x2880, -0x4D80, -0x0010, -0x3F80, -0x6180, -0x5180)
+_ERR_FATAL_ALERT = const(-0x7780)  # the server ended the handshake with a fatal alert
+_ERR_X509_LO = const(-0x3080)  # MBEDTLS_ERR_X509_* (with a low-level code added) lie in here
+_ERR_X509_HI = const(-0x2000)
+# what a stock mbedTLS build offers (MicroPython unix port and ESP32 firmware alike)
+OFFER = ("TLS 1.2, ECDHE on P-256, P-384 or P-521, AES-GCM or AES-CBC, "
+         "ECDSA or RSA (PKCS#1 v1.5) certificates")
 _YEAR_CLOCK_SET = const(2024)
 
 
@@ -32,12 +38,36 @@ def classify(chk, e):
     code = e.args[0] if isinstance(e, OSError) and e.args else None
     if code == _ERR_CA_CHAIN_REQUIRED:
         return _untrusted(chk)
+    if code == _ERR_FATAL_ALERT:
+        if chk.ip_name:
+            return FireError("tls_unsupported",
+                             "the server refused the handshake: for a verified level this device's TLS "
+                             "library must send the IP address as the server name (SNI), which strict "
+                             "servers refuse (use a host name in the URL, or pin the server's own "
+                             "certificate: a leaf pin sends no name); or the server needs more than "
+                             "this device offers (" + OFFER + ")")
+        return FireError("tls_unsupported",
+                         "the server refused every TLS version, key exchange and cipher this device "
+                         "offers (" + OFFER + "); it probably requires TLS 1.3, X25519, ChaCha20 "
+                         "or DHE: enable TLS 1.2 with ECDHE and AES-GCM on the server or a proxy")
+    if isinstance(code, int) and _ERR_X509_LO < code <= _ERR_X509_HI:
+        return unusable("the server's certificate chain")
     if isinstance(code, int) and 0 < code < 256:
         return FireError("connect", "the connection broke during the TLS handshake (errno " + str(code) + ")")
     return FireError("tls_handshake", "TLS handshake failed (" + _short(e) + "); is it a TLS server?")
 
 
+def unusable(what):
+    return FireError("tls_unusable_certificate",
+                     what + " uses what this device's TLS library (mbedTLS) cannot parse: an "
+                     "RSA-PSS signature, a critical extension such as name constraints, or an "
+                     "unknown algorithm; use a certificate signed with ECDSA or RSA PKCS#1 v1.5 "
+                     "without critical name constraints")
+
+
 def _untrusted(chk):
+    if chk.mode == _M_CA and chk.unusable:
+        return unusable("the trust store's root for this server")
     if chk.mode == _M_PIN_CA:
         return FireError("tls_pin_mismatch",
                          "the chain does not lead to the pinned certificate (a pinned root needs the "

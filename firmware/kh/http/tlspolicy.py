@@ -27,6 +27,7 @@ _M_PIN_LEAF = const(2)
 _M_NONE = const(3)
 
 _REJECT = const(0x4B48)  # "KH": what the callback returns to abort a handshake
+_MAX_ISSUERS = const(6)  # issuer names remembered from one presented chain
 
 
 class Check:
@@ -42,11 +43,16 @@ class Check:
         else:
             self.mode = _M_NONE
         self.verifies = self.mode != _M_NONE
+        # mbedTLS checks the host name only together with verification (CERT_REQUIRED), and then
+        # sends it as SNI even when it is an IP address; the other modes send no name for one
+        self.needs_name = self.mode in (_M_CA, _M_PIN_CA)
         self.roots_hash = None
+        self.unusable = 0
+        self.ip_name = False  # the server name mbedTLS sends is an IP address (see client._open)
+        self.issuers = []
         self.reset()
 
     def reset(self):
-        self.top_issuer = None  # hash of the issuer of the top certificate seen
         self.leaf_seen = False
         self.pin_ok = False
         self.pin_rejected = False
@@ -57,11 +63,16 @@ class Check:
         # failed allocation must never read as a verdict on the certificate. So nothing
         # escapes: a MemoryError marks the check "memory" and aborts the handshake.
         try:
-            if self.top_issuer is None:
+            # every certificate of the chain mbedTLS built, top first: remember each one's
+            # issuer, so that a cross-signed root (R2 sent as issued by an older R1) still finds
+            # R2 in the store
+            if self.mode == _M_CA and len(self.issuers) < _MAX_ISSUERS:
                 try:
-                    self.top_issuer = name_hash(_der.names(cert)[0])
+                    h = name_hash(_der.names(cert)[0])
+                    if h not in self.issuers:
+                        self.issuers.append(h)
                 except ValueError:
-                    self.top_issuer = ""
+                    pass
             if depth == 0:
                 self.leaf_seen = True
                 if self.mode == _M_PIN_LEAF:
@@ -91,16 +102,23 @@ class Check:
             ctx.verify_mode = tls.CERT_REQUIRED
         ctx.verify_callback = self._cb
         if self.mode == _M_PIN_CA:
-            ctx.load_verify_locations(self.pin)
+            try:
+                ctx.load_verify_locations(self.pin)
+            except ValueError:
+                from kh.http import tlsfail
+                raise tlsfail.unusable("the pinned certificate")
         elif self.mode == _M_CA:
             h = roots_hash or (self.trust.hint(self.origin) if self.trust else None)
             self.roots_hash = h
+            self.unusable = 0
             if h:
-                for d in self.trust.roots(h):
-                    try:
-                        ctx.load_verify_locations(d)
-                    except ValueError:
-                        pass
+                # h: one store name, or several joined by "," (every issuer in the chain)
+                for one in h.split(","):
+                    for d in self.trust.roots(one):
+                        try:
+                            ctx.load_verify_locations(d)
+                        except ValueError:
+                            self.unusable += 1  # a root mbedTLS cannot parse (kh.http.tlsfail)
         return ctx
 
     def may_write(self):
@@ -113,14 +131,19 @@ class Check:
         return True
 
     def retry_hash(self):
-        # TlsWithCACheck after an untrusted chain: the store name worth one more handshake, or None
-        if self.mode != _M_CA or not self.trust or not self.top_issuer:
+        # TlsWithCACheck after an untrusted chain: the store names worth one more handshake (the
+        # issuers of every certificate presented that have a root in the store), or None. The
+        # root is chosen from the whole chain, not only from the issuer of the topmost one.
+        if self.mode != _M_CA or not self.trust or not self.issuers:
             return None
-        if self.top_issuer == self.roots_hash:
+        found = []
+        for h in self.issuers:
+            if self.trust.roots(h):
+                found.append(h)
+        if not found:
             return None
-        if not self.trust.roots(self.top_issuer):
-            return None
-        return self.top_issuer
+        h = ",".join(found)
+        return None if h == self.roots_hash else h
 
     def succeeded(self):
         if self.mode == _M_CA and self.trust and self.roots_hash:

@@ -47,6 +47,11 @@ class TrustEditor:
             raise ValueError("not an X.509 certificate")
         if not _der.is_ca(cert):
             raise ValueError("not a CA certificate (basicConstraints cA is not set)")
+        why = _der.usable(cert)
+        if why:
+            raise ValueError("the TLS library cannot use this certificate (mbedTLS: %s); a root "
+                             "with an RSA-PSS signature or critical name constraints cannot "
+                             "anchor a chain here" % why)
         h = _trust.name_hash(subject)
         files.makedirs(self.dir)
         for i in range(_MAX_PER_NAME):

@@ -38,8 +38,12 @@ def parse(url):
         target = "/"
     elif target[0] == "?":
         target = "/" + target
+    if not _plain(target):
+        from kh.http.pct import encode_target
+        target = encode_target(target)
     if "@" in auth:
-        raise _bad("user:password@ in the URL is not supported; use a header")
+        raise _bad("user:password@ in the URL is not supported; send the credentials in an "
+                   "Authorization header (additionalHttpHeaders)")
     if auth.startswith("["):
         k = auth.find("]")
         if k < 0:
@@ -54,6 +58,10 @@ def parse(url):
         host, tail = (auth[:k], auth[k:]) if k >= 0 else (auth, "")
         bracketed = False
         if not _is_hostname(host):
+            for c in host:
+                if ord(c) > 126:
+                    raise _bad("a host name with non-ASCII letters must be written in its "
+                               "punycode form (xn--...)")
             raise _bad("bad host name")
         host = host.lower()
     if tail:
@@ -72,7 +80,21 @@ def parse(url):
     return scheme, host, port, target, hh
 
 
+# what may stand unencoded in a path and query (RFC 3986 section 3.3, 3.4: pchar, "/", "?");
+# a target with anything else, or with a "%", goes through kh.http.pct (loaded only then)
+_PCHAR = "!$&'()*+,;=:@/?-._~"
+
+
+def _plain(t):
+    for c in t:
+        if not (c.isalpha() or c.isdigit() or c in _PCHAR) or ord(c) > 126:
+            return False
+    return True
+
+
 def _is_hostname(h):
+    if h[-1:] == ".":
+        h = h[:-1]  # an absolute name (RFC 1034 section 3.1)
     if not h or len(h) > 253:
         return False
     for label in h.split("."):

@@ -2,13 +2,13 @@
 # Loaded when a token must be redeemed. Every failure is FireError("token_endpoint") from
 # kh.oauth.why; no message carries a token or the answer's body.
 from micropython import const
-import json
+from kh.store import jsontext
 
 from kh.http.errors import FireError
 from kh.http import url as _url
 from kh.oauth.tokens import visible
 
-_MAX_BODY = const(8192)  # parse at most this much of the answer
+_MAX_BODY = const(16384)  # parse at most this much of the answer (kh.engine.fire keeps as much)
 _MAX_TTL = const(86400)
 _HEX = b"0123456789ABCDEF"
 _CA = "TlsWithCACheck"
@@ -110,14 +110,14 @@ def parse(status, body):
     doc = None
     if body and len(body) <= _MAX_BODY:
         try:
-            doc = json.loads(body)
+            doc = jsontext.loads(body)
         except (ValueError, TypeError):
             doc = None
     if not isinstance(status, int) or status < 200 or status > 299:
         from kh.oauth import why
         raise why.status(status if isinstance(status, int) else 0, doc)
     if not isinstance(doc, dict):
-        if body and len(body) > _MAX_BODY:
+        if body and len(body) >= _MAX_BODY:
             raise _fail("too_long", _MAX_BODY)
         if body and body[:1] == b"{":
             raise _fail("cut", len(body))

@@ -23,10 +23,10 @@ _MSG = {
     "unreachable_ca": (_TE, "could not reach the token endpoint (%s): %s; a token endpoint on "
                             "another origin than the request is always verified with "
                             "TlsWithCACheck, so add its CA to the trust store"),
-    "too_long": (_TE, "the token endpoint's answer is longer than %d bytes"),
-    "cut": (_TE, "the token endpoint's answer is not complete JSON (%d bytes arrived); an answer "
-                 "longer than the device keeps is cut: ask for less, e.g. leave openid out of "
-                 "scope so that no id_token comes with it"),
+    "too_long": (_TE, "the token endpoint's answer is longer than the %d bytes the device keeps; "
+                      "ask for a smaller token (fewer claims or scopes, no id_token)"),
+    "cut": (_TE, "the token endpoint's answer is not complete JSON (%d bytes arrived); the "
+                 "identity provider sent a broken answer, check tokenEndpoint"),
     "not_json": (_TE, "the token endpoint's answer (HTTP %d) is not a JSON object; check "
                       "tokenEndpoint"),
     "no_access": (_TE, "the token endpoint's answer has no access_token; check tokenEndpoint"),

@@ -213,6 +213,9 @@ def _size(rule):
     return c.n
 
 
+rule_size = _size  # for kh.store.schema
+
+
 def _write_rule(out, head, rule):
     head["s"] = _size(rule) + 1
     json.dump(head, out)

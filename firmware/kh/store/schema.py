@@ -5,12 +5,19 @@ import json
 from micropython import const
 
 from kh.store.errors import StoreError
+# the HTTP layer's own readers of a URL and a pin: what they refuse at fire time, a put refuses
+from kh.http.errors import FireError
+from kh.http.url import parse
+from kh.http.der import pin_der, usable
 
 _MAX_NAME = const(64)
 _MAX_URL = const(2048)
 _MAX_TEXT = const(8192)
 _MAX_EVENTS = const(16)
 _MAX_TIMEOUT_MS = const(60000)
+# a rule's JSON (as json.dumps writes it here) must fit one message to the device (PROTOCOL.md
+# MAX_PAYLOAD 8192, less the envelope); the host checks it with this module before sending
+MAX_RULE_BYTES = const(7500)
 
 _METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 _LEVELS = ("TlsWithCACheck", "TlsPinnedCertificate", "TlsAllowSelfSigned", "AllowHttp")
@@ -150,6 +157,20 @@ def _pin_ok(pin):
     return _der_whole(der)
 
 
+def _url_ok(name, field, url):
+    # what the HTTP layer will make of it at fire time (kh.http.url.parse), refused now
+    try:
+        parse(url)
+    except FireError as e:
+        _fail(name, field, e.message[5:] if e.message.startswith("url: ") else e.message)
+
+
+def _size(rule):
+    # bytes of json.dumps(rule), counted without making the string where the build allows
+    from kh.store import rules
+    return rules.rule_size(rule)
+
+
 def _header_ok(k, v):
     if not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > 64 or len(v) > _MAX_TEXT:
         return False
@@ -201,6 +222,7 @@ def validate(rule):
     scheme, host = split_url(url)
     if scheme not in ("http", "https") or not _valid_host(host):
         _fail(name, "definition.url", "is not an http:// or https:// URL with a host")
+    _url_ok(name, "definition.url", url)
     level = d.get("securityLevel", "TlsWithCACheck")
     if level not in _LEVELS:
         _fail(name, "definition.securityLevel", "must be one of " + ", ".join(_LEVELS))
@@ -213,6 +235,15 @@ def validate(rule):
             _fail(name, "definition.pinnedCertificate", "missing (TlsPinnedCertificate needs it)")
         if not _pin_ok(pin):
             _fail(name, "definition.pinnedCertificate", "is neither PEM nor base64 DER of a certificate")
+        try:
+            why = usable(pin_der(pin))  # one certificate, and one the TLS library can load
+        except FireError as e:
+            _fail(name, "definition.pinnedCertificate", e.message.replace("pinnedCertificate", "it", 1))
+        if why:
+            _fail(name, "definition.pinnedCertificate",
+                  "cannot be used by this device's TLS library (mbedTLS: %s): an RSA-PSS signature "
+                  "or a critical extension such as name constraints; pin another certificate of "
+                  "the chain" % why)
     v = d.get("allowInsecureRemote")
     if v is not None and not isinstance(v, bool):
         _fail(name, "definition.allowInsecureRemote", "must be true or false")
@@ -231,6 +262,10 @@ def validate(rule):
         if not isinstance(hdrs, dict) or len(hdrs) > 32:
             _fail(name, "definition.additionalHttpHeaders", "must be an object of at most 32 string values")
         for k in hdrs:
+            if not isinstance(hdrs[k], str):
+                _fail(name, "definition.additionalHttpHeaders",
+                      "the value of %s must be a string (write numbers in quotes)"
+                      % (json.dumps(k) if _header_ok(k, "") else "a header"))
             if not _header_ok(k, hdrs[k]):
                 _fail(name, "definition.additionalHttpHeaders",
                       "a header name is not a token, or a value holds a line break")
@@ -258,6 +293,7 @@ def validate(rule):
             s, h = split_url(ep)
             if s not in ("http", "https") or not _valid_host(h):
                 _fail(name, "definition.authentication.tokenEndpoint", "is not an http:// or https:// URL with a host")
+            _url_ok(name, "definition.authentication.tokenEndpoint", ep)
             for key in ("clientId", "scope"):
                 v = auth.get(key)
                 if v is not None and not (isinstance(v, str) and len(v) <= 1024):
@@ -265,6 +301,10 @@ def validate(rule):
             v = auth.get("expiresIn")
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 _fail(name, "definition.authentication.expiresIn", "must be a number of seconds")
+    size = _size(rule)
+    if size > MAX_RULE_BYTES:
+        _fail(name, "definition", "the rule is %d bytes of JSON; one rule may be at most %d (one "
+              "message to the device): shorten its body or headers" % (size, MAX_RULE_BYTES))
     head = {"n": name, "e": events, "l": level, "h": host, "a": kind}
     wid = rule.get("functionWebhookId")
     if wid:

@@ -147,14 +147,19 @@ def rules() -> None:
               help="Event that fires the rules: trigger, button:NAME, finger:USER[:N] (default: the file's, else trigger).")
 @click.option("--check-pins/--no-check-pins", default=True, show_default=True,
               help="Compare each pinned certificate with what its server presents.")
+@click.option("--probe/--no-probe", default=True, show_default=True,
+              help="Try a TLS handshake with each https server, offering what the device offers.")
 @timeout_option()
 @json_option
 @click.pass_context
 def rules_push(ctx: click.Context, address: str, file: str, events: tuple[str, ...], check_pins: bool,
-               timeout: float, as_json: bool) -> None:
-    """Validate FILE (one webhook object or a list; - reads standard input) and store it on the device atomically."""
-    loaded = rules_mod.parse_rules(sys.stdin.read(), "standard input") if file == "-" else rules_mod.load_rules(file)
+               probe: bool, timeout: float, as_json: bool) -> None:
+    """Validate FILE (one webhook object or a list; - reads standard input) with the device's own
+    validator, warn about what is probably wrong, and store it on the device atomically."""
+    loaded = rules_mod.parse_rules(sys.stdin.buffer.read()) if file == "-" else rules_mod.load_rules(file)
     normalised, warnings = rules_mod.normalise_all(loaded, list(events) or None)
+    if probe:
+        warnings += rules_mod.probe_warnings(normalised)
     if check_pins:
         warnings += _pin_warnings(normalised)
     for w in warnings:
@@ -182,8 +187,7 @@ def rules_push(ctx: click.Context, address: str, file: str, events: tuple[str, .
 
 
 def _pin_warnings(rules: list[dict]) -> list[rules_mod.Warning_]:
-    import base64
-
+    from keyhook.rules import pin_to_der
     from keyhook.rules.pin import fetch_chain, pin_matches
     found = []
     for r in rules:
@@ -191,7 +195,7 @@ def _pin_warnings(rules: list[dict]) -> list[rules_mod.Warning_]:
         if d["securityLevel"] != "TlsPinnedCertificate":
             continue
         try:
-            role = pin_matches(base64.b64decode(d["pinnedCertificate"]), fetch_chain(d["url"], timeout=3))
+            role = pin_matches(pin_to_der(d["pinnedCertificate"]), fetch_chain(d["url"], timeout=3))
         except KeyhookError as e:
             found.append(rules_mod.Warning_(r["functionName"], f"could not check the pin: {e}"))
             continue

@@ -26,17 +26,10 @@ FIRE_SCRIPT = UNIX_BOARD / "fire.py"
 
 
 def _read_definition(path: Path) -> dict:
-    try:
-        text = sys.stdin.buffer.read().decode("utf-8") if str(path) == "-" else path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise KeyhookError(f"cannot read {path}: {e.strerror}", hint="give the path of a webhook JSON file") from e
-    except UnicodeDecodeError as e:
-        raise KeyhookError(f"{path} is not UTF-8 text", hint="save the definition as UTF-8 JSON") from e
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise KeyhookError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}",
-                           hint="fix the JSON syntax (a validator or `python -m json.tool FILE` shows where)") from e
+    from keyhook.rules import parse_json, read_json
+
+    # UTF-8 with or without a BOM, UTF-16, UTF-32; `-` is standard input
+    data = parse_json(sys.stdin.buffer.read()) if str(path) == "-" else read_json(path)
     if not isinstance(data, dict):
         raise KeyhookError(f"{path} holds a JSON {type(data).__name__}, not an object",
                            hint="give a webhook object, or just its \"definition\" object")
@@ -61,8 +54,22 @@ def _parse_resolve(entries: tuple[str, ...]) -> list[str]:
 def prepare_trust_store(trust: tuple[str, ...] | list[str], outdir: Path, public_roots: bool = True) -> dict:
     """The device trust store for a fire: public roots (optional) plus each `--trust` file."""
     ders: list[bytes] = default_roots() if public_roots else []
+    added: list[tuple[str, bytes]] = []
     for t in trust:
-        ders += load_certificates(t)
+        added += [(str(t), d) for d in load_certificates(t)]
+    if added:
+        # refused where it enters: a root the device's TLS library cannot load would only
+        # show up later as an untrusted chain
+        from keyhook.rules.devicecheck import ask_device
+
+        why = ask_device(certs=[d for _, d in added])["certs"]
+        for (name, der), reason in zip(added, why):
+            if reason:
+                raise KeyhookError(f"{name}: the device's TLS library cannot use this certificate "
+                                   f"(mbedTLS: {reason})",
+                                   hint="it has an RSA-PSS signature or a critical extension such as name "
+                                        "constraints; use a CA certificate without them")
+    ders += [d for _, d in added]
     return write_trust_store(ders, outdir)
 
 
@@ -78,12 +85,19 @@ def run_fire(definition: dict | Path | list[dict], *, trust: tuple[str, ...] | l
     if isinstance(definition, Path):
         definition = _read_definition(definition)
     definitions = definition if isinstance(definition, list) else [definition]
+    if state is not None:
+        # the engine runs in a temporary working directory: a relative DIR would put the rotated
+        # refresh token there, and lose it
+        state = Path(state).expanduser().resolve()
+    size = 0
     with tempfile.TemporaryDirectory(prefix="keyhook-fire-") as tmp:
         tmpdir = Path(tmp)
         args = []
         for i, d in enumerate(definitions):
             p = tmpdir / f"definition{i}.json"
-            p.write_text(json.dumps(d))
+            text = json.dumps(d)  # ensure_ascii: the device's reader joins surrogate pairs
+            size += len(text)
+            p.write_text(text)
             args.append(str(p))
         trust_dir = tmpdir / "trust"
         prepare_trust_store(trust, trust_dir, public_roots)
@@ -97,7 +111,10 @@ def run_fire(definition: dict | Path | list[dict], *, trust: tuple[str, ...] | l
             args += ["--resolve", a]
         if repeat > 1:
             args += ["--repeat", str(repeat)]
-        proc = mp.run_micropython(FIRE_SCRIPT, args, timeout=timeout, cwd=tmpdir)
+        # heap enough to read any file the host accepts; the device's validator then refuses
+        # what a device could not hold, with its own message
+        proc = mp.run_micropython(FIRE_SCRIPT, args, timeout=timeout, cwd=tmpdir,
+                                  heapsize=max(2 << 20, 12 * size) if size > 65536 else None)
     results = []
     for line in proc.stdout.decode(errors="replace").splitlines():
         if line.startswith("{"):

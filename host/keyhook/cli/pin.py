@@ -6,6 +6,8 @@ import json
 
 import click
 
+from keyhook.rules import PROBE_CODES
+from keyhook.rules.devicecheck import ask_device
 from keyhook.rules.pin import fetch_chain
 
 
@@ -19,13 +21,22 @@ def pin(url: str, as_json: bool) -> None:
     to survive leaf renewals. The chain is NOT verified here: compare it with what you expect.
     """
     chain = fetch_chain(url)
+    # what the device makes of the same server and certificates (its own TLS code, unix port)
+    answer = ask_device(probe=[url], certs=[c.der for c in chain])
+    probe = answer["probe"][0]
+    if probe and probe.get("code") in PROBE_CODES:
+        click.echo(f"warning: a device cannot talk to this server ({probe['code']}): {probe['message']}", err=True)
+    unusable = answer.get("certs") or [None] * len(chain)
     if as_json:
-        click.echo(json.dumps([{"role": c.role, "subject": c.cert.subject.rfc4514_string(), "pem": c.pem}
-                               for c in chain], indent=2))
+        click.echo(json.dumps([{"role": c.role, "subject": c.cert.subject.rfc4514_string(), "pem": c.pem,
+                                "device_can_use": why is None}
+                               for c, why in zip(chain, unusable)], indent=2))
         return
-    for c in chain:
+    for c, why in zip(chain, unusable):
         click.echo(f"# {c.role}: {c.cert.subject.rfc4514_string()}")
         click.echo(f"#   issuer: {c.cert.issuer.rfc4514_string()}; valid until {c.cert.not_valid_after_utc:%Y-%m-%d}")
+        if why:
+            click.echo(f"#   NOT usable as a pin: the device's TLS library cannot parse it (mbedTLS: {why})")
         click.echo(c.pem)
     if chain and chain[-1].role != "root":
         click.echo("# the server does not send its root; pin the intermediate, or the root from your own files")

@@ -195,6 +195,42 @@ def make_pki(outdir: str | Path, hosts: tuple[str, ...] = LOCAL_NAMES,
     return DevPKI(out, root, inter, leaf_, sibling, expired, nyv, wrong, u_root, u_inter, u_leaf, self_signed)
 
 
+@dataclass
+class CrossSigned:
+    """A root rollover as public CAs make it (USERTrust, Starfield, GoDaddy): the new root
+    ``r2`` also exists as ``r2_cross``, the same name and key issued by the older root ``r1``.
+    ``leaf`` (issued by ``intermediate``, which ``r2`` issued) is presented with the chain
+    intermediate, r2_cross, as many public servers still send it."""
+
+    r1: Issued
+    r2: Issued
+    r2_cross: Issued
+    intermediate: Issued
+    leaf: Issued
+
+
+def make_cross_signed(outdir: str | Path, hosts: tuple[str, ...] = LOCAL_NAMES, r1_expired: bool = False,
+                      now: dt.datetime | None = None) -> CrossSigned:
+    """Create the cross-signed chain of `CrossSigned` in `outdir`; `r1_expired` ends the old
+    root's validity two days ago (the cross certificate it issued stays valid)."""
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    day = dt.timedelta(days=1)
+    nb, na = now - 300 * day, now + 365 * day
+    k1, k2, ki, kl = _key(), _key(), _key(), _key()
+    r1 = _write(Issued("r1", _build("keyhook old root R1", k1, None, ca=True, not_before=nb,
+                                    not_after=now - 2 * day if r1_expired else na), k1), out)
+    r2 = _write(Issued("r2", _build("keyhook new root R2", k2, None, ca=True, not_before=nb, not_after=na), k2), out)
+    r2x = _write(Issued("r2_cross", _build("keyhook new root R2", k2, r1, ca=True, not_before=nb, not_after=na),
+                        k2), out)
+    inter = _write(Issued("r2_intermediate", _build("keyhook R2 intermediate", ki, r2, ca=True, path_len=0,
+                                                   not_before=nb, not_after=na), ki), out)
+    leaf = _write(Issued("r2_leaf", _build(hosts[0], kl, inter, ca=False, hosts=hosts, not_before=nb,
+                                          not_after=na), kl, [inter.cert, r2x.cert]), out)
+    return CrossSigned(r1, r2, r2x, inter, leaf)
+
+
 def to_der(pem_or_der: bytes | str) -> list[bytes]:
     """Every certificate in a PEM bundle or a single DER blob, as DER."""
     data = pem_or_der.encode() if isinstance(pem_or_der, str) else pem_or_der

@@ -86,6 +86,8 @@ class TokenServer:
         port: TCP port, 0 for an ephemeral one.
         id_token_bytes: add an ``id_token`` of this many bytes to every grant (as OpenID
             providers do when ``openid`` is in the scope); 0 leaves it out.
+        access_token_bytes: pad every access token to this many bytes (a JWT carrying group
+            claims, as Azure AD and Keycloak issue); 0 keeps them short.
     """
 
     refresh_token: str = "rt-initial"
@@ -97,6 +99,7 @@ class TokenServer:
     keyfile: str | Path | None = None
     port: int = 0
     id_token_bytes: int = 0
+    access_token_bytes: int = 0
     requests: list[Recorded] = field(default_factory=list)
     handshake_failures: list[str] = field(default_factory=list)
     issued_refresh_tokens: list[str] = field(default_factory=list)
@@ -219,6 +222,8 @@ class TokenServer:
                 return 400, {"error": "invalid_grant", "error_description": "unknown refresh token"}
             n = len(self.issued_access_tokens) + 1
             access = f"at-{n}-{secrets.token_urlsafe(12)}"
+            if self.access_token_bytes > len(access):  # a JWT with group claims (Azure AD, Keycloak)
+                access += "." + "g" * (self.access_token_bytes - len(access) - 1)
             self.issued_access_tokens.append(access)
             expires = None if self.expires_in is None else time.monotonic() + self.expires_in
             self._access[access] = _Access(access, expires)

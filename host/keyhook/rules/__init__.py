@@ -1,13 +1,18 @@
-"""Webhook rules on the host: load, validate, normalise and warn, before anything is pushed.
+"""Webhook rules on the host: load, validate and warn, before anything is pushed.
 
-A rule is one webhook object of `docs/rule-format.md` (keyed by its
-`functionName`) plus the device events that fire it. The device validates again; this module
-exists so that an integrator hears about a mistake at push time, with the field named.
+A rule is one webhook object (the webhook definition format, keyed by its `functionName`) plus
+the device events that fire it. What a rule is has one definition: the device's validator
+(`firmware/kh/store/schema.py`), which this module runs under the MicroPython unix port
+(`keyhook.rules.devicecheck`), so that `rules push`, `fire` and the device accept and refuse the same
+rules with the same message. This module adds what only the host can say: warnings about what
+the device accepts but is probably wrong.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
+import datetime as dt
 import ipaddress
 import json
 import re
@@ -21,13 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyhook import KeyhookError
 
-METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
-LEVELS = ("TlsWithCACheck", "TlsPinnedCertificate", "TlsAllowSelfSigned", "AllowHttp")
 INSECURE_LEVELS = ("TlsAllowSelfSigned", "AllowHttp")
-AUTH_TYPES = ("None", "OAuth2IssuedAccessToken", "OAuth2IssuedRefreshToken")
-DEFAULT_EVENTS = ("trigger",)
-EVENT_RE = re.compile(r"^(trigger|button:[A-Za-z0-9_-]{1,16}|finger:[A-Za-z0-9_-]{1,32}(:[0-9]{1,2})?)$")
-MAX_TIMEOUT_MS = 60_000
 LOCAL_NETWORKS = [ipaddress.ip_network(n) for n in (
     "127.0.0.0/8", "169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
     "::1/128", "fe80::/10", "fc00::/7")]
@@ -46,22 +45,54 @@ class Warning_:
         return f"{self.rule}: {self.message}"
 
 
-def load_rules(path: str | Path) -> list[dict]:
-    """Read one webhook object or a JSON list of them."""
+# A rules file far beyond what any device holds is refused before it is parsed (the device's
+# own size check names the rule for anything smaller).
+MAX_FILE_BYTES = 16 << 20
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file as integrators write it: UTF-8 with or without a BOM, or UTF-16/UTF-32 (with
+    a BOM or not, as RFC 8259 section 8.1 readers detect it). Raises RuleError."""
+    p = Path(path)
     try:
-        text = Path(path).read_text()
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise RuleError(f"{path}: {p.stat().st_size} bytes is far more than a device holds",
+                            hint="a rule may be at most 7500 bytes of JSON; give the rules file")
+        raw = p.read_bytes()
     except FileNotFoundError:
-        raise RuleError(f"{path}: no such file", hint="give the path of a webhook JSON file") from None
-    return parse_rules(text, str(path))
+        raise RuleError(f"cannot read {path}: no such file", hint="give the path of a webhook JSON file") from None
+    except OSError as e:
+        raise RuleError(f"{path}: cannot read it ({e.strerror})", hint="give the path of a webhook JSON file") from None
+    return parse_json(raw, str(path))
 
 
-def parse_rules(text: str, source: str = "standard input") -> list[dict]:
-    """One webhook object or a JSON list of them, from `text` (`source` names it in errors)."""
+def parse_json(raw: bytes | str, source: str = "standard input") -> Any:
+    """JSON from bytes (UTF-8 with or without a BOM, UTF-16, UTF-32, detected) or text; `source`
+    names it in errors. Raises RuleError."""
+    if len(raw) > MAX_FILE_BYTES * 4:
+        raise RuleError(f"{source}: {len(raw)} bytes is far more than a device holds",
+                        hint="a rule may be at most 7500 bytes of JSON; give the rules file")
     try:
-        data = json.loads(text)
+        return json.loads(raw)  # bytes: the encoding and a BOM are detected
+    except UnicodeDecodeError:
+        raise RuleError(f"{source}: not UTF-8, UTF-16 or UTF-32 text",
+                        hint="save the file as UTF-8 JSON") from None
     except json.JSONDecodeError as e:
         raise RuleError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
                         hint="fix the JSON; `python -m json.tool FILE` shows where") from None
+
+
+def load_rules(path: str | Path) -> list[dict]:
+    """Read one webhook object or a JSON list of them."""
+    return _as_list(read_json(path), str(path))
+
+
+def parse_rules(text: bytes | str, source: str = "standard input") -> list[dict]:
+    """One webhook object or a JSON list of them, from `text` (`source` names it in errors)."""
+    return _as_list(parse_json(text, source), source)
+
+
+def _as_list(data: Any, source: str) -> list[dict]:
     rules = data if isinstance(data, list) else [data]
     if not rules:
         raise RuleError(f"{source}: the list is empty", hint="put at least one webhook object in it")
@@ -96,148 +127,135 @@ def is_private_host(host: str) -> bool | None:
     return any(ip in net for net in LOCAL_NETWORKS if net.version == ip.version)
 
 
-def normalise(webhook: dict, events: tuple[str, ...] | list[str] | None = None) -> tuple[dict, list[Warning_]]:
-    """Validate one webhook object; return the form that is pushed, and warnings.
+MANAGED_HEADERS = ("host", "content-length", "transfer-encoding", "connection")
 
-    Raises RuleError naming the field for anything the device would refuse.
-    """
-    if not isinstance(webhook, dict):
-        raise RuleError("a rule must be a JSON object (a webhook definition)")
-    name = webhook.get("functionName")
-    if not isinstance(name, str) or not name.strip() or len(name) > 64:
-        raise RuleError("functionName: missing, empty or longer than 64 characters",
-                        hint="every rule needs a functionName; the device keys rules by it")
-    label = repr(name)
 
-    def fail(field: str, what: str, hint: str | None = None) -> RuleError:
-        return RuleError(f"rule {label}: {field}: {what}", hint=hint)
-
-    d = webhook.get("definition")
-    if not isinstance(d, dict):
-        raise fail("definition", "missing or not an object")
-    warnings: list[Warning_] = []
-    out_def: dict[str, Any] = {}
-
-    method = d.get("method")
-    if not isinstance(method, str) or method.upper() not in METHODS:
-        raise fail("definition.method", f"{method!r} is not one of {', '.join(m.title() for m in METHODS)}")
-    out_def["method"] = method.upper()
-
-    url = d.get("url")
-    if not isinstance(url, str):
-        raise fail("definition.url", "missing")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise fail("definition.url", f"malformed ({e})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise fail("definition.url", f"{url!r} is not an http:// or https:// URL with a host")
-    if any(c.isspace() for c in url) or port == 0:
-        raise fail("definition.url", "spaces and port 0 are not allowed", hint="percent-encode spaces as %20")
-    out_def["url"] = url
-
-    level = d.get("securityLevel", "TlsWithCACheck")
-    if level not in LEVELS:
-        raise fail("definition.securityLevel", f"{level!r} is not one of {', '.join(LEVELS)}")
-    out_def["securityLevel"] = level
-    if (parts.scheme == "http") != (level == "AllowHttp"):
-        raise fail("definition.url", f"an {parts.scheme}:// URL does not go with level {level}",
-                   hint="use https:// with the TLS levels, http:// only with AllowHttp")
-    if level == "TlsPinnedCertificate":
-        pin = d.get("pinnedCertificate")
-        if not isinstance(pin, str) or not pin.strip():
-            raise fail("definition.pinnedCertificate", "missing (TlsPinnedCertificate needs it)",
-                       hint="`keyhook pin URL` prints the server's candidate pins")
-        try:
-            out_def["pinnedCertificate"] = base64.b64encode(pin_to_der(pin)).decode()
-        except ValueError as e:
-            raise fail("definition.pinnedCertificate", str(e)) from None
-    if level in INSECURE_LEVELS:
-        private = is_private_host(parts.hostname)
-        if d.get("allowInsecureRemote") is True:
-            out_def["allowInsecureRemote"] = True
-            warnings.append(Warning_(name, f"{level} with allowInsecureRemote: the device sends this "
-                                           "request to ANY address without a verified certificate"))
-        elif private is False:
-            warnings.append(Warning_(name, f"{level} to a public address: the device will refuse it "
-                                           "(insecure_remote) unless allowInsecureRemote is true"))
-        else:
-            warnings.append(Warning_(name, f"{level} is not recommended: anyone on the network can read "
-                                           "or change this request; use TlsPinnedCertificate"))
-
-    body = d.get("body")
-    if body is not None:
-        if not isinstance(body, dict) or "content" not in body:
-            raise fail("definition.body", "must be null or an object with contentType and content")
-        content = body["content"]
-        if not isinstance(content, str):
-            content = json.dumps(content, separators=(",", ":"))
-        out_def["body"] = {"contentType": str(body.get("contentType") or "application/octet-stream"),
-                           "content": content}
-    headers = d.get("additionalHttpHeaders") or {}
-    if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise fail("definition.additionalHttpHeaders", "must be an object of string values")
-    for k, v in headers.items():
-        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", k) or "\r" in v or "\n" in v:
-            raise fail("definition.additionalHttpHeaders", f"header {k!r} has a forbidden character")
-    if headers:
-        out_def["additionalHttpHeaders"] = dict(headers)
-    timeout = d.get("timeout")
-    if timeout is None:  # absent or an explicit null: the default
-        timeout = 3000
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= MAX_TIMEOUT_MS:
-        raise fail("definition.timeout", f"{timeout!r} is not a number of milliseconds from 1 to {MAX_TIMEOUT_MS}")
-    out_def["timeout"] = timeout
-
-    auth = d.get("authentication") or {"apiAuthenticationType": "None"}
-    if not isinstance(auth, dict):
-        raise fail("definition.authentication", "must be an object")
-    kind = auth.get("apiAuthenticationType", "None")
-    if kind not in AUTH_TYPES:
-        raise fail("definition.authentication.apiAuthenticationType", f"{kind!r} is not one of {', '.join(AUTH_TYPES)}")
-    out_auth: dict[str, Any] = {"apiAuthenticationType": kind}
-    if kind == "OAuth2IssuedAccessToken":
-        if not isinstance(auth.get("accessToken"), str) or not auth["accessToken"]:
-            raise fail("definition.authentication.accessToken", "missing")
-        out_auth["accessToken"] = auth["accessToken"]
-    elif kind == "OAuth2IssuedRefreshToken":
-        endpoint = auth.get("tokenEndpoint") or auth.get("tokenEndoint")  # a client's spelling, in the wild
-        if not isinstance(auth.get("refreshToken"), str) or not auth["refreshToken"]:
-            raise fail("definition.authentication.refreshToken", "missing")
-        if not isinstance(endpoint, str) or urlsplit(endpoint).scheme not in ("http", "https"):
-            raise fail("definition.authentication.tokenEndpoint", "missing or not an http(s) URL")
-        out_auth["refreshToken"] = auth["refreshToken"]
-        out_auth["tokenEndpoint"] = endpoint
-        for key in ("clientId", "scope"):
-            if isinstance(auth.get(key), str):
-                out_auth[key] = auth[key]
-        if isinstance(auth.get("expiresIn"), int):
-            out_auth["expiresIn"] = auth["expiresIn"]
-        if urlsplit(endpoint).scheme == "http":
-            warnings.append(Warning_(name, "the token endpoint is plain http: the refresh token travels unencrypted"))
-    out_def["authentication"] = out_auth
-
-    chosen = list(events or webhook.get("events") or DEFAULT_EVENTS)
-    for ev in chosen:
-        if not isinstance(ev, str) or not EVENT_RE.match(ev):
-            raise fail("events", f"{ev!r} is not an event (trigger, button:NAME, finger:USER[:N])")
-    rule = {k: webhook[k] for k in ("integrationName", "locationName", "functionName",
-                                    "functionWebhookId", "expiresAt") if webhook.get(k) is not None}
-    rule["definition"] = out_def
-    rule["events"] = chosen
-    return rule, warnings
+def _hint(code: str) -> str:
+    if code == "too_many":
+        return "split the file, or delete rules on the device first (`keyhook rules rm`)"
+    return "fix the field named; the device refuses this rule the same way (its own validator said so)"
 
 
 def normalise_all(webhooks: list[dict], events=None) -> tuple[list[dict], list[Warning_]]:
-    """Validate a list of rules; two rules with one functionName are refused."""
-    rules, warnings, seen = [], [], set()
-    for wh in webhooks:
-        rule, w = normalise(wh, events)
-        if rule["functionName"] in seen:
-            raise RuleError(f"rule {rule['functionName']!r} appears twice", hint="functionName must be unique")
-        seen.add(rule["functionName"])
-        rules.append(rule)
-        warnings += w
+    """Validate rules with the device's own validator (`kh.store.rules`, run under the unix
+    port) exactly as a `rules.put` would; return them as the device stores them, and warnings.
+
+    `events` (if given) replaces every rule's events. Raises RuleError with the device's
+    message (it names the rule and the field) for anything the device would refuse, including
+    too many rules and rules too large for one message.
+    """
+    from keyhook.rules.devicecheck import ask_device
+
+    if not isinstance(webhooks, list) or not webhooks:
+        raise RuleError("give one webhook object or a non-empty list of them")
+    sent = copy.deepcopy(webhooks)
+    if events:
+        for w in sent:
+            if isinstance(w, dict):
+                w["events"] = list(events)
+    answer = ask_device(put=sent)["put"]
+    if "error" in answer:
+        e = answer["error"]
+        raise RuleError(e["message"], hint=_hint(e["code"]))
+    rules = answer["rules"]
+    warnings: list[Warning_] = []
+    for r in rules:
+        warnings += rule_warnings(r)
     return rules, warnings
+
+
+def normalise(webhook: dict, events: tuple[str, ...] | list[str] | None = None) -> tuple[dict, list[Warning_]]:
+    """One rule: `normalise_all([webhook])`."""
+    rules, warnings = normalise_all([webhook], events)
+    return rules[0], warnings
+
+
+def rule_warnings(rule: dict, now: dt.datetime | None = None) -> list[Warning_]:
+    """What the device accepts but is probably wrong, for one rule the device validated."""
+    name = rule["functionName"]
+    d = rule["definition"]
+    out: list[Warning_] = []
+
+    def warn(text: str) -> None:
+        out.append(Warning_(name, text))
+
+    parts = urlsplit(d["url"])
+    level = d.get("securityLevel", "TlsWithCACheck")
+    if level in INSECURE_LEVELS:
+        private = is_private_host(parts.hostname or "")
+        if d.get("allowInsecureRemote") is True:
+            warn(f"{level} with allowInsecureRemote: the device sends this request to ANY address "
+                 "without a verified certificate")
+        elif private is False:
+            warn(f"{level} to a public address: the device will refuse it (insecure_remote) unless "
+                 "allowInsecureRemote is true")
+        else:
+            warn(f"{level} is not recommended: anyone on the network can read or change this request; "
+                 "use TlsPinnedCertificate")
+    t = d.get("timeout")
+    if isinstance(t, int) and t < 100:
+        warn(f"timeout is {t} ms: did you mean {t} seconds? (timeout is in milliseconds; "
+             f"{t * 1000} would be {t} s)")
+    exp = rule.get("expiresAt")
+    if isinstance(exp, str):
+        try:
+            when = dt.datetime.fromisoformat(exp.replace("Z", "+00:00"))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.timezone.utc)
+            if when < (now or dt.datetime.now(dt.timezone.utc)):
+                warn(f"expiresAt {exp} is in the past: the definition has expired")
+        except ValueError:
+            warn(f"expiresAt {exp!r} is not an ISO 8601 date and time")
+    auth = (d.get("authentication") or {}).get("apiAuthenticationType", "None")
+    body = d.get("body")
+    for k in d.get("additionalHttpHeaders") or {}:
+        low = k.lower()
+        if low in MANAGED_HEADERS:
+            warn(f"header {k} is written by the device itself; the one given is dropped")
+        elif low == "authorization" and auth != "None":
+            warn(f"header {k} is replaced by the {auth} bearer token")
+        elif low == "content-type" and isinstance(body, dict) and body.get("contentType"):
+            warn(f"header {k} gives way to body.contentType")
+    if body is not None and d["method"].upper() in ("GET", "HEAD"):
+        warn(f"a body on {d['method'].upper()}: many servers ignore or refuse it; use Post or Put")
+    if auth == "OAuth2IssuedRefreshToken":
+        ep = d["authentication"].get("tokenEndpoint") or d["authentication"].get("tokenEndoint") or ""
+        if urlsplit(ep).scheme == "http":
+            warn("the token endpoint is plain http: the refresh token travels unencrypted")
+    return out
+
+
+PROBE_CODES = ("tls_unsupported", "tls_unusable_certificate")
+
+
+def probe_warnings(rules: list[dict], timeout: float = 60) -> list[Warning_]:
+    """Try a TLS handshake with each https server of `rules` (request URL and token endpoint)
+    exactly as the device offers it (its own TLS code under the unix port; no HTTP byte is
+    sent), and warn about the servers it cannot talk to: TLS 1.3 only, X25519, ChaCha20 or DHE
+    only, chains it cannot parse. Other failures (down, unreachable from here) are not warned
+    about: the device may see another network."""
+    from keyhook.rules.devicecheck import ask_device
+
+    # (origin, level, pin) -> rule names; a token endpoint on another origin is verified with
+    # TlsWithCACheck (docs/design.md), on the request's own origin with the rule's level
+    targets: dict[tuple, list[str]] = {}
+    for r in rules:
+        d = r["definition"]
+        auth = d.get("authentication") or {}
+        level = d.get("securityLevel", "TlsWithCACheck")
+        pin = d.get("pinnedCertificate") if level == "TlsPinnedCertificate" else None
+        own = urlsplit(d.get("url", ""))._replace(path="/", query="", fragment="").geturl()
+        for url in (d.get("url"), auth.get("tokenEndpoint") or auth.get("tokenEndoint")):
+            if isinstance(url, str) and urlsplit(url).scheme.lower() == "https":
+                origin = urlsplit(url)._replace(path="/", query="", fragment="").geturl()
+                key = (origin, level, pin) if origin == own else (origin, "TlsWithCACheck", None)
+                targets.setdefault(key, []).append(r["functionName"])
+    if not targets:
+        return []
+    answers = ask_device(probe=[list(k) for k in targets], timeout=timeout)["probe"]
+    out = []
+    for ((origin, _level, _pin), names), a in zip(targets.items(), answers):
+        if a and a.get("code") in PROBE_CODES:
+            for name in dict.fromkeys(names):
+                out.append(Warning_(name, f"{origin} cannot be reached by a device ({a['code']}): {a['message']}"))
+    return out
