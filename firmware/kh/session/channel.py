@@ -160,6 +160,10 @@ class Channel:
         code, via_window = self.device.pairing_code()
         if code is None:
             raise ChannelError(errors.PAIRING_CLOSED, "device is paired: an admin app must open a pairing window")
+        if self.device.pairing_key(app_id) is not None:
+            # an identity is only asserted here: it never replaces the pairing that holds it
+            raise ChannelError(errors.PAIRING_CLOSED, "this app is paired already: unpair it first, or ask the "
+                               "admin app to remove its pairing")
         a = self.device.identity
         from kh.crypto.spake2 import Spake2  # P-256 and its tables: only while pairing
 
@@ -182,7 +186,10 @@ class Channel:
             self.device.limit.failed()
             raise ChannelError(errors.WRONG_CODE, "wrong setup code")
         pk = pairing_key(ke, self.device.identity, self._pair_id)
-        self.device.add_pairing(self._pair_app, pk, self._via_window)
+        try:
+            self.device.add_pairing(self._pair_app, pk, self._via_window)
+        except ValueError:
+            raise ChannelError(errors.PAIRING_CLOSED, "this app is paired already")
         self._spake = None
         _unload_pairing()
         self._pair_app = None

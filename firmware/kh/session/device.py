@@ -115,9 +115,11 @@ class Device:
 
     # called by a channel once the app's confirmation checked out
     def add_pairing(self, app_id, pk, via_window):
-        # the pairing made with the setup code is the admin; re-pairing keeps the flag
-        admin = (not self.paired() and not via_window) or self._pairings.is_admin(app_id)
-        self._pairings.put(app_id, pk, admin)
+        # the pairing made with the setup code is the admin; a window pairing never is, and no
+        # pairing ever replaces one that exists (PROTOCOL.md section 3)
+        if self._pairings.key(app_id) is not None:
+            raise ValueError("app is paired already")
+        self._pairings.put(app_id, pk, not via_window and not self.paired())
         if via_window:
             self._window = None
         self.limit.reset()
