@@ -91,3 +91,87 @@ def test_window_code_with_a_guests_identity_gets_nothing(paired, keystore, tmp_p
                 await d.open_pairing(30)
             return e.value.code
     assert run(newcomer_is_not_admin()) == "forbidden"
+
+
+# ---- Medium 2: what a guest may do (PROTOCOL.md section 6, "Who may do what") ----
+
+def hook(name, url, **extra):
+    d = {"method": "Post", "url": url, "securityLevel": "AllowHttp", "timeout": 5000,
+         "additionalHttpHeaders": {"X-Rule": name}}
+    d.update(extra)
+    return {"functionName": name, "definition": d}
+
+
+def test_a_guest_cannot_change_trust_wifi_or_time(paired, keystore, tmp_path, pki):
+    dev = paired
+    guest = Keystore(tmp_path / "guest")
+    pair_with(dev, open_window(dev, keystore), guest)
+
+    async def before():
+        async with client(dev, keystore) as d:
+            return await d.request("trust.list"), await d.info()
+    roots0, info0 = run(before())
+    import base64
+
+    async def attack():
+        async with client(dev, guest) as d:
+            out = {}
+            for op, fields in (("trust.add", {"der": base64.b64encode(pki.sibling.der).decode()}),
+                               ("trust.remove", {"root": roots0["roots"][0]["id"]}),
+                               ("wifi", {"ssid": "evil", "password": "evil-pw-123"}),
+                               ("time", {"unix": 1700000001})):
+                with pytest.raises(RequestFailed) as e:
+                    await d.request(op, **fields)
+                out[op] = e.value.code
+            apps = (await d.request("pairing.list"))["apps"]
+            return out, apps
+    codes, apps = run(attack())
+    assert codes == {"trust.add": "forbidden", "trust.remove": "forbidden", "wifi": "forbidden",
+                     "time": "forbidden"}
+    assert apps == [guest.app_id]  # a guest does not learn the admin's identity
+    roots1, info1 = run(before())
+    assert roots1["roots"] == roots0["roots"]  # nothing added, nothing removed
+    assert info1["wifi"]["ssid"] == info0["wifi"]["ssid"] == "lab"
+    assert abs(info1["clock"] - info0["clock"]) < 600  # not set back to 2023
+
+
+def test_a_guest_cannot_replace_or_delete_the_admins_rules(paired, keystore, tmp_path, plain):
+    dev = paired
+    guest = Keystore(tmp_path / "guest")
+    pair_with(dev, open_window(dev, keystore), guest)
+
+    async def admin_push():
+        async with client(dev, keystore) as d:
+            await d.put_rules([hook("door", plain.url("/admin-door"))])
+    run(admin_push())
+    evil = hook("door", plain.url("/evil-door"))
+
+    async def attack():
+        async with client(dev, guest) as d:
+            out = []
+            with pytest.raises(RequestFailed) as e:
+                await d.request("rules.put", rules=[evil])
+            out.append(e.value.code)
+            with pytest.raises(RequestFailed) as e:  # the staged path too
+                await d.request("rules.stage", txn=None, rules=[evil], commit=True)
+            out.append(e.value.code)
+            with pytest.raises(RequestFailed) as e:
+                await d.request("rules.delete", functionName="door")
+            out.append(e.value.code)
+            # its own rules are its own: stored, replaced, deleted
+            await d.request("rules.put", rules=[hook("mine", plain.url("/mine"))])
+            await d.request("rules.put", rules=[hook("mine", plain.url("/mine2"))])
+            assert (await d.request("rules.delete", functionName="mine"))["deleted"] is True
+            result = await d.trigger("door")  # triggering a shared rule is allowed
+            return out, result
+    codes, result = run(attack())
+    assert codes == ["forbidden"] * 3
+    assert result["status"] == 200
+    assert [r.target for r in plain.requests] == ["/admin-door"]  # the admin's rule, unchanged
+
+    async def admin_overrides():
+        async with client(dev, guest) as d:
+            await d.request("rules.put", rules=[hook("guest-rule", plain.url("/g"))])
+        async with client(dev, keystore) as d:  # the admin may remove a guest's rule
+            return (await d.request("rules.delete", functionName="guest-rule"))["deleted"]
+    assert run(admin_overrides()) is True

@@ -11,6 +11,7 @@ _IDENTITY = "device.json"  # kh/session/device.py
 
 
 async def op_wifi(c, app_id, msg):
+    _admin(c, app_id, "set Wi-Fi credentials")
     ssid = _need(msg, "ssid", str)
     pw = msg.get("password", "")
     if not isinstance(pw, str) or not 0 < len(ssid) <= 32 or len(pw) > 64:
@@ -21,6 +22,7 @@ async def op_wifi(c, app_id, msg):
 
 
 async def op_time(c, app_id, msg):
+    _admin(c, app_id, "set the clock")
     unix = _need(msg, "unix", int)
     if unix < 1700000000:
         raise AppError("bad_request", "unix time %d is before 2023; send the current time" % unix)
@@ -29,6 +31,7 @@ async def op_time(c, app_id, msg):
 
 
 async def op_trust_add(c, app_id, msg):
+    _admin(c, app_id, "add a trusted root")
     import binascii
     try:
         der = binascii.a2b_base64(_need(msg, "der", str))
@@ -38,6 +41,7 @@ async def op_trust_add(c, app_id, msg):
 
 
 async def op_trust_remove(c, app_id, msg):
+    _admin(c, app_id, "remove a trusted root")
     return {"removed": c.ctx.trust.remove(_need(msg, "root", str))}
 
 
@@ -66,7 +70,9 @@ async def op_pairing_open(c, app_id, msg):
 
 
 async def op_pairing_list(c, app_id, msg):
-    return {"apps": c.ctx.device.pairings(), "you": app_id}
+    # a guest learns only its own identity
+    apps = c.ctx.device.pairings() if c.ctx.device.is_admin(app_id) else [app_id]
+    return {"apps": apps, "you": app_id}
 
 
 async def op_pairing_remove(c, app_id, msg):

@@ -114,14 +114,29 @@ class Commands:
             "pairings": len(ctx.device.pairings()),
         }
 
+    def _may_change(self, app_id, rules):
+        # A rule belongs to the app that stored it; only that app or the admin replaces or
+        # deletes it (a rule stored without an owner is the admin's). PROTOCOL.md section 6.
+        if self.ctx.device.is_admin(app_id):
+            return
+        for r in rules:
+            name = r.get("functionName") if isinstance(r, dict) else r
+            if isinstance(name, str):
+                o = self.ctx.rules.owner(name)
+                if o is not None and o != app_id:
+                    raise AppError("forbidden", "rule %s belongs to another app; only it or the admin app "
+                                   "may replace or delete it" % json.dumps(name))
+
     async def op_rules_put(self, app_id, msg):
-        return {"stored": self._changed(_store(self.ctx.rules.put, _need(msg, "rules", list)))}
+        rules = _need(msg, "rules", list)
+        self._may_change(app_id, rules)
+        return {"stored": self._changed(_store(self.ctx.rules.put, rules, app_id))}
 
     async def op_rules_begin(self, app_id, msg):
         self.abort()
         self._txn_n += 1
         self.ctx.txn_n = self._txn_n
-        self._stage = self.ctx.rules.Stage()
+        self._stage = self.ctx.rules.Stage(app_id)
         self._txn = (self._txn_n, app_id)
         return {"txn": self._txn_n}
 
@@ -139,10 +154,10 @@ class Commands:
             self._check_txn(app_id, msg)
         rules = _need(msg, "rules", list)
         try:
+            self._may_change(app_id, rules)
             staged = _store(self._stage.add, rules)
         except AppError:
-            self._txn = None  # a refused part ends the transaction; the store is unchanged
-            self._stage = None
+            self.abort()  # a refused part ends the transaction; the store is unchanged
             raise
         if msg.get("commit") is True:
             stage, self._stage, self._txn = self._stage, None, None
@@ -159,8 +174,9 @@ class Commands:
 
     async def op_rules_delete(self, app_id, msg):
         name = _need(msg, "functionName", str)
-        if self.ctx.rules.get(name) is None:
+        if self.ctx.rules.owner(name) is None:
             return {"deleted": False}
+        self._may_change(app_id, (name,))
         self._changed(_store(self.ctx.rules.delete, name))
         return {"deleted": True}
 
