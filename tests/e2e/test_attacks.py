@@ -175,3 +175,80 @@ def test_a_guest_cannot_replace_or_delete_the_admins_rules(paired, keystore, tmp
         async with client(dev, keystore) as d:  # the admin may remove a guest's rule
             return (await d.request("rules.delete", functionName="guest-rule"))["deleted"]
     assert run(admin_overrides()) is True
+
+
+# ---- Medium 3: the one connection cannot be held; a flood leaves nothing behind ----
+
+PREAUTH_MS, IDLE_MS = 4000, 3000
+
+
+@pytest.fixture
+def bounded(tmp_path, radio, certs, keystore, monkeypatch):
+    """A paired device whose link time bounds are short (the firmware's are 60 s and 120 s)."""
+    from keyhook.device import onboard
+    from keyhook.sim.device import SimDevice
+
+    monkeypatch.setenv("KEYHOOK_SIM_PREAUTH_MS", str(PREAUTH_MS))
+    monkeypatch.setenv("KEYHOOK_SIM_IDLE_MS", str(IDLE_MS))
+    dev = SimDevice(radio, tmp_path / "state", certs=certs)
+    dev.start()
+    try:
+        run(onboard(dev.address, dev.setup_code, radio=str(dev.radio), keystore=keystore))
+        yield dev
+    finally:
+        dev.stop()
+
+
+async def _dropped_within(link, seconds):
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + seconds
+    while link.connected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return not link.connected
+
+
+def test_an_unauthenticated_central_cannot_hold_the_connection(bounded, keystore):
+    dev = bounded
+
+    async def hold():
+        async with ble.connect(dev.address, radio=str(dev.radio)) as link:
+            # a START fragment announcing the largest record, then nothing
+            await link.client.write_gatt_char(link._rx, bytes([0x80, 8256 >> 8, 8256 & 0xFF]) + b"x" * 17,
+                                              response=False)
+            return await _dropped_within(link, PREAUTH_MS / 1000 + 15)
+    assert run(hold()) is True  # the device dropped the stalled central
+
+    async def hello_only():
+        # a handshake begun and never finished (HELLO, then no HELLO_APP) is bounded the same way
+        import os
+        from keyhook.session import records
+        async with ble.connect(dev.address, radio=str(dev.radio)) as link:
+            await link.send(bytes([records.HELLO]) + records.u8len(records.app_identity(keystore.app_id))
+                            + os.urandom(32))
+            await link.recv(10)  # HELLO_DEV
+            return await _dropped_within(link, PREAUTH_MS / 1000 + 15)
+    assert run(hello_only()) is True
+
+    async def real_app():
+        async with client(dev, keystore) as d:
+            return (await d.info())["pairings"]
+    assert run(real_app()) == 1
+
+
+def test_an_idle_session_is_dropped_and_the_device_advertises_again(bounded, keystore):
+    dev = bounded
+
+    async def idle():
+        async with client(dev, keystore) as d:
+            await d.info()
+            return await _dropped_within(d.session.link, IDLE_MS / 1000 + 15)
+    assert run(idle()) is True
+    found = run(ble.scan(radio=str(dev.radio), timeout=2.0))
+    assert dev.address in [f.address for f in found]  # connectable again
+
+    async def again():
+        async with client(dev, keystore) as d:
+            return (await d.info())["pairings"]
+    assert run(again()) == 1

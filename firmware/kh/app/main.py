@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import sys
+import time
 
 from micropython import const
 
@@ -20,6 +21,11 @@ _PAIR_B = const(0x03)
 _MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
 # the request engine; kh.http.resolve (with its hooks), url and errors stay
 _NTP_RETRY_MS = const(60000)
+# Link time bounds (board.json "link_preauth_ms", "link_idle_ms" override them): from connect
+# until a session is authenticated (records, pairing, handshake), and between records of an
+# authenticated session while no command runs. Past either the device drops the link.
+_PREAUTH_MS = const(60000)
+_IDLE_MS = const(120000)
 _ENGINE_MODULES = ("kh.engine.fire", "kh.http.client", "kh.http.conn", "kh.http.response", "kh.http.tlspolicy",
                    "kh.http.tlsfail", "kh.http.der", "kh.http.trust", "kh.oauth.tokens", "kh.oauth.grant",
                    "kh.oauth.why")
@@ -171,6 +177,9 @@ class Keyhook:
         self._end = False
         self._reset = False
         self.channel = None
+        self._bounds = (info.get("link_preauth_ms") or _PREAUTH_MS, info.get("link_idle_ms") or _IDLE_MS)
+        self._since = 0  # ticks_ms of the connect, then of the last record handled
+        self._busy = False
         # one 8 KiB buffer for the link: GATT assembles each record in it and the session
         # decrypts the record's frame in place
         self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect,
@@ -185,6 +194,7 @@ class Keyhook:
         from kh.session.channel import Channel
 
         self.channel = Channel(self.device)
+        self._since = time.ticks_ms()
 
     def _on_disconnect(self):
         if self.channel:
@@ -201,6 +211,15 @@ class Keyhook:
         ch = self.channel
         if ch is None:
             return
+        self._busy = True
+        try:
+            await self._handle(ch, record)
+        finally:
+            self._busy = False
+            if ch.app_id is not None:  # the pre-authentication bound counts from the connect
+                self._since = time.ticks_ms()
+
+    async def _handle(self, ch, record):
         if record and record[0] in (_PAIR_REQ, _PAIR_B):
             # Pairing crypto and a TLS connection do not fit in RAM together (micropython-facts).
             self.env.close()
@@ -276,12 +295,27 @@ class Keyhook:
                     pass
             await asyncio.sleep_ms(_NTP_RETRY_MS)
 
+    async def watch_link(self):
+        # Drops a link that has not authenticated within the pre-authentication bound, or whose
+        # session has been idle past the idle bound (an app holding the one connection).
+        while True:
+            await asyncio.sleep_ms(min(self._bounds) // 4)
+            ch = self.channel
+            if ch is None or self._busy or not self.gatt.connected:
+                continue
+            bound = self._bounds[0] if ch.app_id is None else self._bounds[1]
+            if time.ticks_diff(time.ticks_ms(), self._since) > bound:
+                self.log.add("link", note="idle" if ch.app_id else "no_auth")
+                self._since = time.ticks_ms()  # once per bound, until the disconnect arrives
+                self.gatt.disconnect()
+
     async def run(self):
         self.gatt.advertise(self.device.paired())
         print("keyhook %s (%s) advertising as %s" % (kh.VERSION, self.device.device_id, self.name))
         asyncio.create_task(self.queue.run())
         asyncio.create_task(self.button())
         asyncio.create_task(self.clock())
+        asyncio.create_task(self.watch_link())
         await self.gatt.run()
 
 

@@ -124,8 +124,10 @@ class GattService:
             if self._lost or not ring.put(_K_FRAG, conn, len(v), v, _RING_RESERVE):
                 self._lost = True
         elif event == _IRQ_CENTRAL_CONNECT:
+            self._lost = False  # a loss belongs to the connection it happened on
             ring.put(_K_CONN, data[0], 0)
         elif event == _IRQ_CENTRAL_DISCONNECT:
+            self._lost = False
             ring.put(_K_DISC, data[0], 0)
         elif event == _IRQ_MTU_EXCHANGED:
             ring.put(_K_MTU, data[0], data[1])
