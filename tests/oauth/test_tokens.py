@@ -469,7 +469,7 @@ def test_unreadable_or_foreign_state_is_ignored(mpo, tmp_path, content):
         st = "{tmp_path}/st"
         d = K.definition()
         a = d["authentication"]
-        fp = tokens._fingerprint(a["refreshToken"], a["tokenEndpoint"], a)
+        fp = tokens._fingerprint(a["refreshToken"], a["tokenEndpoint"], a, d)
         files.makedirs(st)
         files.write_atomic(st + "/oauth-" + fp + ".json", {content!r})
         ep = K.Endpoint(rotate=True)

@@ -95,7 +95,7 @@ def stored(state_dir, d=None):
             return {"files": names}
         return json.loads(files.read(state_dir + "/" + names[0]))
     a = d["authentication"]
-    fp = tokens._fingerprint(a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"), a)
+    fp = tokens._fingerprint(a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"), a, d)
     return tokens.Tokens(state_dir)._load(fp)
 
 
