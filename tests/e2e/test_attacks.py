@@ -252,3 +252,53 @@ def test_an_idle_session_is_dropped_and_the_device_advertises_again(bounded, key
         async with client(dev, keystore) as d:
             return (await d.info())["pairings"]
     assert run(again()) == 1
+
+
+# ---- Medium 4: someone holding the board reads the flash: no former secret is there ----
+
+def test_deleted_rules_and_a_reset_leave_no_secret_on_flash(paired, keystore, pki, plain):
+    from keyhook.tokenserver import TokenServer
+
+    dev = paired
+    image = dev.state / "flash.img"
+    device_key = keystore.list()[0].key.hex()
+    with TokenServer(refresh_token="rt-first-SECRET", rotate=True, expires_in=3600,
+                     certfile=pki.leaf.chain_path, keyfile=pki.leaf.key_path) as idp:
+        oauth = {"functionName": "oauth", "definition": {
+            "method": "Post", "url": idp.resource_url, "securityLevel": "TlsPinnedCertificate",
+            "pinnedCertificate": pki.intermediate.pem, "timeout": 5000,
+            "authentication": {"apiAuthenticationType": "OAuth2IssuedRefreshToken",
+                               "refreshToken": "rt-first-SECRET", "tokenEndpoint": idp.token_url,
+                               "clientId": "keyhook-e2e"}}}
+        header = hook("header", plain.url("/h"), additionalHttpHeaders={"X-Api-Key": "hdr-SECRET-4711"},
+                      authentication={"apiAuthenticationType": "OAuth2IssuedAccessToken",
+                                      "accessToken": "at-static-SECRET"},
+                      body={"contentType": "application/json", "content": {"pin": "body-SECRET-0815"}})
+        keep = hook("keep", plain.url("/k"), additionalHttpHeaders={"X-Keep": "kept-SECRET-1234"})
+
+        async def push_fire_delete():
+            async with client(dev, keystore) as d:
+                await d.put_rules([oauth, header, keep])
+                assert (await d.trigger("oauth"))["status"] == 200
+                assert (await d.trigger("header"))["status"] == 200
+                await d.delete_rule("oauth")
+                await d.delete_rule("header")
+        run(push_fire_delete())
+        issued = [idp.issued_refresh_tokens[-1], idp.issued_access_tokens[-1]]
+    dev.stop()
+    flash = image.read_bytes()
+    gone = ["rt-first-SECRET", *issued, "hdr-SECRET-4711", "at-static-SECRET", "body-SECRET-0815"]
+    assert [s for s in gone if s.encode() in flash] == []  # the deleted rules' secrets
+    assert b"kept-SECRET-1234" in flash  # the rule that stays is still there (the search works)
+    dev.start()
+
+    async def reset():
+        async with client(dev, keystore) as d:
+            await d.reset()
+    run(reset())
+    dev.proc.wait(10)
+    flash = image.read_bytes()
+    gone += ["kept-SECRET-1234", "secret-wifi-pw", device_key]
+    assert [s for s in gone if s.encode() in flash] == []
+    dev.start()
+    assert dev.setup_code  # the label's code pairs again

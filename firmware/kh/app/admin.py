@@ -7,7 +7,6 @@ from kh.app.commands import AppError, _need, _store
 from kh.store import files
 
 _MAX_LOG_LINES = const(100)
-_IDENTITY = "device.json"  # kh/session/device.py
 
 
 async def op_wifi(c, app_id, msg):
@@ -16,7 +15,10 @@ async def op_wifi(c, app_id, msg):
     pw = msg.get("password", "")
     if not isinstance(pw, str) or not 0 < len(ssid) <= 32 or len(pw) > 64:
         raise AppError("bad_request", "ssid must be 1-32 characters and password at most 64")
+    old = c.ctx.config.wifi()
     _store(c.ctx.config.set_wifi, ssid, pw)
+    if old and old["password"]:
+        files.scrub(c.ctx.root)  # the former password's blocks
     c.ctx.net.connect(ssid, pw)
     return {"stored": True}
 
@@ -80,13 +82,16 @@ async def op_pairing_remove(c, app_id, msg):
     if target != app_id:
         _admin(c, app_id, "remove another app's pairing")
     removed = c.ctx.device.remove_pairing(target)
+    if removed:
+        files.scrub(c.ctx.root)  # the former pairing key's blocks
     if removed and target == app_id and c.on_unpair:
         c.on_unpair(app_id)
     return {"removed": removed}
 
 
 async def op_unpair(c, app_id, msg):
-    c.ctx.device.remove_pairing(app_id)
+    if c.ctx.device.remove_pairing(app_id):
+        files.scrub(c.ctx.root)
     c.ctx.log.add("app", "unpaired")
     if c.on_unpair:
         c.on_unpair(app_id)
@@ -100,11 +105,18 @@ async def op_reset(c, app_id, msg):
     c.abort()
     c.ctx.trust.clear_added()
     c.ctx.device.factory_reset()
-    # Everything under the data root goes (rules, tokens, Wi-Fi, pairings, settings) but the
-    # device's identity file: its id and setup code are printed on its label.
-    for name in files.listdir(c.ctx.root):
-        if name != _IDENTITY:
-            files.rmtree(c.ctx.root + "/" + name)
+    # Everything under the data root goes (rules, tokens, Wi-Fi, pairings, settings), the root
+    # directory too (littlefs keeps small files inside it), then every free block is
+    # overwritten: no byte of a former secret stays on flash. The identity file is written
+    # again: the id and the setup code are printed on the device's label.
+    root = c.ctx.root
+    for name in files.listdir(root):
+        files.rmtree(root + "/" + name)
+    if root != "/":
+        files.rmtree(root)
+    files.makedirs(root)
+    files.scrub(root)
+    c.ctx.device.save_identity()
     c.ctx.log.add("app", "factory reset")
     if c.on_reset:
         c.on_reset()

@@ -94,11 +94,11 @@ class Engine:
                 tokens = Tokens(self._dirs[1])
             defs = rules.definitions("OAuth2IssuedRefreshToken")
             try:
-                tokens.prune(defs)
+                return tokens.prune(defs)  # the number of chains removed
             finally:
                 defs.close()  # the rules file closes now, whatever prune did
         except (ImportError, OSError, ValueError, KeyError, TypeError):
-            pass  # best effort: the next change tries again
+            return 0  # best effort: the next change tries again
         finally:
             if not loaded and self._env is None:
                 kh.unload("kh.oauth.tokens")

@@ -148,7 +148,7 @@ class Tokens:
         if self._dir:
             if not files.exists(self._dir):
                 files.makedirs(self._dir)
-            files.write_atomic(self.path(entry["fp"]), json.dumps(entry))
+            files.write_atomic(self.path(entry["fp"]), json.dumps(entry), True)
 
     def _entry(self, fp):
         e = self._ram.get(fp)

@@ -69,10 +69,16 @@ class Device:
         # for provisioning (a code printed on a label); keeps the device id
         if not _valid_code(code):
             raise ValueError("setup code is 8 decimal digits")
-        files.write_atomic(self._ident_path, json.dumps({"device_id": self.device_id, "setup_code": code}).encode())
+        self.save_identity(code)
         self._code = code
         if not self.paired():
             self._log("keyhook %s: not paired; setup code %s" % (self.device_id, code))
+
+    def save_identity(self, code=None):
+        # (again, after a factory reset has erased the data partition)
+        files.makedirs(self.root)
+        files.write_atomic(self._ident_path, json.dumps({"device_id": self.device_id,
+                                                         "setup_code": code or self._code}).encode())
 
     def paired(self):
         return len(self._pairings) > 0

@@ -28,7 +28,7 @@ class Pairings:
         out = {}
         for app_id, (pk, admin) in items.items():
             out[app_id] = {"pk": hexlify(pk).decode(), "admin": admin}
-        files.write_atomic(self._path, json.dumps(out).encode())
+        files.write_atomic(self._path, json.dumps(out).encode(), True)
         self._items = items
 
     def __len__(self):

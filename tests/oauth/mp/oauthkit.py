@@ -62,8 +62,8 @@ def trace_writes():
     # Log every atomic write (with the refresh token it stores) into EVENTS.
     real = files.write_atomic
 
-    def write_atomic(path, data):
-        real(path, data)
+    def write_atomic(path, data, *secret):
+        real(path, data, *secret)
         try:
             rt = json.loads(data).get("rt")
         except ValueError:
