@@ -302,3 +302,31 @@ def test_deleted_rules_and_a_reset_leave_no_secret_on_flash(paired, keystore, pk
     assert [s for s in gone if s.encode() in flash] == []
     dev.start()
     assert dev.setup_code  # the label's code pairs again
+
+
+# ---- Low 9: nothing unauthenticated changes state ----
+
+def test_a_refused_pair_req_leaves_the_engines_connection_alone(paired, keystore, plain):
+    dev = paired
+
+    async def push_and_fire():
+        async with client(dev, keystore) as d:
+            await d.put_rules([hook("bell", plain.url("/bell"))])
+            return (await d.trigger("bell"))["status"]
+    assert run(push_and_fire()) == 200
+
+    async def stranger():
+        from keyhook.session import records
+        async with ble.connect(dev.address, radio=str(dev.radio)) as link:
+            await link.send(bytes([records.PAIR_REQ]) + records.u8len(records.app_identity("ab" * 16)))
+            return await link.recv(10)
+    reply = run(stranger())
+    assert reply[0] == 0x7F and reply[1] == 6  # pairing_closed
+
+    async def fire_again():
+        async with client(dev, keystore) as d:
+            return await d.trigger("bell")
+    assert run(fire_again())["status"] == 200
+    plain.settle()
+    # the kept-alive connection was reused: the stranger did not close it
+    assert [len(c.requests) for c in plain.connections] == [2]

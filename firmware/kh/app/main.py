@@ -220,8 +220,11 @@ class Keyhook:
                 self._since = time.ticks_ms()
 
     async def _handle(self, ch, record):
-        if record and record[0] in (_PAIR_REQ, _PAIR_B):
-            # Pairing crypto and a TLS connection do not fit in RAM together (micropython-facts).
+        t = record[0] if record else 0
+        if (t == _PAIR_REQ and self.device.pairing_code()[0] is not None and not self.device.limit.check()[0]) \
+                or (t == _PAIR_B and ch.pairing):
+            # Pairing crypto and a TLS connection do not fit in RAM together (micropython-facts);
+            # a PAIR_REQ that will be refused costs the engine nothing
             self.env.close()
             gc.collect()
         replies, msg = await ch.receive(record)
