@@ -10,6 +10,7 @@ import sys
 import click
 
 from keyhook import KeyhookError, __version__
+from keyhook.text import plain
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,9 +61,9 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except KeyhookError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {plain(e)}", err=True)  # a device's or a rule's words, inert
         if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+            click.echo(f"hint: {plain(e.hint)}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

@@ -88,6 +88,20 @@ def is_private_host(host: str) -> bool | None:
     return any(ip in net for net in LOCAL_NETWORKS if net.version == ip.version)
 
 
+def redacted_url(url: str) -> str:
+    """`url` as errors may show it: scheme, host, port and path; user info, query and fragment
+    (where API keys and tokens ride) replaced by `...`, as the device's log leaves them out."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<a malformed URL>"
+    userinfo = "...@" if "@" in parts.netloc else ""
+    rest = ("?..." if parts.query else "") + ("#..." if parts.fragment else "")
+    return f"{parts.scheme}://{userinfo}{host}{port}{parts.path}{rest}"
+
+
 def normalise(webhook: dict, events: tuple[str, ...] | list[str] | None = None) -> tuple[dict, list[Warning_]]:
     """Validate one webhook object; return the form that is pushed, and warnings.
 
@@ -124,7 +138,7 @@ def normalise(webhook: dict, events: tuple[str, ...] | list[str] | None = None) 
     except ValueError as e:
         raise fail("definition.url", f"malformed ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise fail("definition.url", f"{url!r} is not an http:// or https:// URL with a host")
+        raise fail("definition.url", f"{redacted_url(url)!r} is not an http:// or https:// URL with a host")
     if any(c.isspace() for c in url) or port == 0:
         raise fail("definition.url", "spaces and port 0 are not allowed", hint="percent-encode spaces as %20")
     out_def["url"] = url

@@ -330,3 +330,54 @@ def test_a_refused_pair_req_leaves_the_engines_connection_alone(paired, keystore
     plain.settle()
     # the kept-alive connection was reused: the stranger did not close it
     assert [len(c.requests) for c in plain.connections] == [2]
+
+
+# ---- Low 10, 11: the host's terminal output ----
+
+def test_what_a_device_or_a_rule_says_reaches_the_terminal_as_inert_text(paired, keystore, tmp_path, plain):
+    # a rule name with rich markup (a fake hyperlink) and a bidi override (the device refuses
+    # control characters), stored on the device and shown back by `rules list` and `trigger`
+    from e2ekit import cli
+
+    dev = paired
+    name = "[link=http://evil.example]ok[/link]\u202egnp.exe"
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(hook(name, plain.url("/x"))))
+    cli("rules", "push", dev.address, str(f), radio=dev.radio, config=keystore.root)
+    for args in (("rules", "list", dev.address), ("trigger", dev.address, name)):
+        out = cli(*args, radio=dev.radio, config=keystore.root)
+        shown = out.stdout + out.stderr
+        assert "\u202e" not in shown and "\x1b" not in shown, args
+        assert "[link=" in shown, args  # printed, not rendered as a hyperlink
+        if args[0] == "trigger":  # one line (the list wraps the name in its table cell)
+            assert "[link=http://evil.example]ok[/link]\\u202egnp.exe" in shown, shown
+
+
+def test_an_advertised_name_reaches_scan_as_inert_text(tmp_path, radio, certs):
+    from keyhook.sim.device import SimDevice
+
+    from e2ekit import cli
+
+    dev = SimDevice(radio, tmp_path / "state", certs=certs, name="\x1b]0;p\x07[link=http://e]x")
+    dev.start()
+    try:
+        out = cli("scan", "--timeout", "1", radio=dev.radio, config=tmp_path / "cfg")
+    finally:
+        dev.stop()
+    assert "\x1b" not in out.stdout and "\x07" not in out.stdout
+    assert "[link=http://e]x" in out.stdout
+
+
+def test_host_errors_do_not_print_a_rules_secrets(tmp_path):
+    from e2ekit import cli
+
+    bad = [hook("a", "ftp://example.test/hook?api_key=SECRET-1"),
+           hook("b", "https://user:SECRET-2@example.test:0/x"),
+           hook("c", "http://example.test/x?token=SECRET-3", securityLevel="TlsWithCACheck")]
+    for rule in bad:
+        f = tmp_path / "r.json"
+        f.write_text(json.dumps(rule))
+        for args in (("rules", "push", "24:6F:00:00:00:01", str(f)), ("fire", str(f))):
+            out = cli(*args, radio=tmp_path / "radio", config=tmp_path / "cfg", check=False)
+            assert out.returncode in (1, 2), (args, out.stdout, out.stderr)  # refused (fire: by the engine)
+            assert "SECRET" not in out.stdout + out.stderr, (args, out.stdout, out.stderr)

@@ -19,6 +19,7 @@ from rich.table import Table
 from keyhook import KeyhookError, ble
 from keyhook import rules as rules_mod
 from keyhook.device import DeviceClient, onboard as onboard_device
+from keyhook.text import plain, shown  # what a device or a rule says, shown as inert text
 
 out = Console()
 err = Console(stderr=True)
@@ -62,7 +63,7 @@ def scan(ctx: click.Context, timeout: float, as_json: bool) -> None:
             return
         t = Table("address", "name", "paired", "rssi")
         for r in rows:
-            t.add_row(r["address"], r["name"] or "", "yes" if r["paired"] else "no", str(r["rssi"]))
+            t.add_row(r["address"], shown(r["name"] or ""), "yes" if r["paired"] else "no", str(r["rssi"]))
         out.print(t)
     _emit(as_json, rows, human)
 
@@ -80,7 +81,7 @@ def onboard(ctx: click.Context, address: str, code: str, as_json: bool) -> None:
     with err.status(f"pairing with {address} ..."):
         info = _run(onboard_device(address, code, radio=_radio(ctx)))
     _emit(as_json, info, lambda i: out.print(
-        f"paired with [bold]{i.get('name')}[/bold] ({i.get('device_id')}), firmware {i.get('firmware')}"))
+        f"paired with [bold]{shown(i.get('name'))}[/bold] ({shown(i.get('device_id'))}), firmware {shown(i.get('firmware'))}"))
 
 
 @click.command()
@@ -94,7 +95,7 @@ def info(ctx: click.Context, address: str, as_json: bool) -> None:
     def human(i):
         t = Table(show_header=False)
         for k in ("name", "device_id", "firmware", "mem_free", "clock", "wifi", "rules", "pairings"):
-            t.add_row(k, json.dumps(i.get(k)) if isinstance(i.get(k), dict) else str(i.get(k)))
+            t.add_row(k, shown(json.dumps(i.get(k)) if isinstance(i.get(k), dict) else i.get(k)))
         out.print(t)
     _emit(as_json, data, human)
 
@@ -120,14 +121,14 @@ def rules_push(ctx: click.Context, address: str, file: str, events: tuple[str, .
     if check_pins:
         warnings += _pin_warnings(normalised)
     for w in warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}")
+        err.print(f"[yellow]warning:[/yellow] {shown(w)}")
     with Progress(TextColumn("pushing rules"), BarColumn(), DownloadColumn(), console=err,
                   transient=True, disable=as_json) as bar:
         task = bar.add_task("push", total=None)
         stored = _run(_with_device(ctx, address, lambda d: d.put_rules(
             normalised, progress=lambda done, total: bar.update(task, completed=done, total=total))))
     _emit(as_json, {"stored": stored, "warnings": [str(w) for w in warnings]},
-          lambda r: out.print(f"stored {len(r['stored'])} rule(s): {', '.join(r['stored'])}"))
+          lambda r: out.print(f"stored {len(r['stored'])} rule(s): {shown(', '.join(map(str, r['stored'])))}"))
 
 
 def _pin_warnings(rules: list[dict]) -> list[rules_mod.Warning_]:
@@ -165,7 +166,7 @@ def rules_list(ctx: click.Context, address: str, as_json: bool) -> None:
             return
         t = Table("name", "host", "level", "auth", "events")
         for r in rs:
-            t.add_row(*(str(r.get(k, "")) if not isinstance(r.get(k), list) else ", ".join(r[k])
+            t.add_row(*(shown(r.get(k, "")) if not isinstance(r.get(k), list) else shown(", ".join(map(str, r[k])))
                         for k in ("name", "host", "level", "auth", "events")))
         out.print(t)
     _emit(as_json, data, human)
@@ -180,7 +181,7 @@ def rules_rm(ctx: click.Context, address: str, function: str) -> None:
     deleted = _run(_with_device(ctx, address, lambda d: d.delete_rule(function)))
     if not deleted:
         raise KeyhookError(f"the device has no rule {function!r}", hint="`keyhook rules list ADDRESS` shows its rules")
-    out.print(f"removed {function!r}")
+    out.print(f"removed {shown(repr(function))}")
 
 
 @click.command()
@@ -197,12 +198,13 @@ def trigger(ctx: click.Context, address: str, function: str, no_wait: bool, as_j
         if r.get("queued") and no_wait:
             out.print("queued")
         elif r.get("queued"):
-            out.print(f"{function}: still queued or retrying; is the device on Wi-Fi (`keyhook info`)? "
+            out.print(f"{shown(function)}: still queued or retrying; is the device on Wi-Fi (`keyhook info`)? "
                       "`keyhook log` shows how it ends")
         elif r.get("error"):
-            out.print(f"[red]{function}: {r['error']}[/red] {r.get('message', '')} (sent: {r.get('sent')})")
+            out.print(f"[red]{shown(function)}: {shown(r['error'])}[/red] {shown(r.get('message', ''))} "
+                      f"(sent: {shown(r.get('sent'))})")
         else:
-            out.print(f"{function}: HTTP {r.get('status')} in {r.get('elapsed_ms')} ms")
+            out.print(f"{shown(function)}: HTTP {shown(r.get('status'))} in {shown(r.get('elapsed_ms'))} ms")
     _emit(as_json, result, human)
     if not no_wait and result.get("status") is None:
         ctx.exit(1)
@@ -216,7 +218,7 @@ def trigger(ctx: click.Context, address: str, function: str, no_wait: bool, as_j
 def wifi(ctx: click.Context, address: str, ssid: str, password: str) -> None:
     """Give the device Wi-Fi credentials (over the encrypted session only)."""
     _run(_with_device(ctx, address, lambda d: d.wifi(ssid, password)))
-    out.print(f"Wi-Fi {ssid!r} stored; the device connects now")
+    out.print(f"Wi-Fi {shown(repr(ssid))} stored; the device connects now")
 
 
 @click.command("time")
@@ -225,7 +227,7 @@ def wifi(ctx: click.Context, address: str, ssid: str, password: str) -> None:
 def time_(ctx: click.Context, address: str) -> None:
     """Set the device's clock from this computer's (TLS needs a correct clock)."""
     clock = _run(_with_device(ctx, address, lambda d: d.set_time()))
-    out.print(f"device clock set to {clock}")
+    out.print(f"device clock set to {shown(clock)}")
 
 
 @click.command()
@@ -236,7 +238,7 @@ def time_(ctx: click.Context, address: str) -> None:
 def log(ctx: click.Context, address: str, lines: int, as_json: bool) -> None:
     """Show the device's recent log lines (redacted: no tokens, headers or bodies)."""
     data = _run(_with_device(ctx, address, lambda d: d.log(lines)))
-    _emit(as_json, data, lambda ls: [out.print(line, markup=False, highlight=False) for line in ls])
+    _emit(as_json, data, lambda ls: [out.print(plain(line), markup=False, highlight=False) for line in ls])
 
 
 @click.command()
@@ -272,7 +274,7 @@ def pairing() -> None:
 def pairing_open(ctx: click.Context, address: str, seconds: int) -> None:
     """Open a pairing window; prints a one-time setup code for the other app."""
     code = _run(_with_device(ctx, address, lambda d: d.open_pairing(seconds)))
-    out.print(f"one-time setup code (valid {seconds} s): [bold]{code}[/bold]")
+    out.print(f"one-time setup code (valid {seconds} s): [bold]{shown(code)}[/bold]")
 
 
 @click.group()
@@ -292,7 +294,7 @@ def trust_add(ctx: click.Context, address: str, cert: str) -> None:
     if len(ders) != 1:
         raise KeyhookError(f"{cert} holds {len(ders)} certificates; give one CA certificate per call")
     root_id = _run(_with_device(ctx, address, lambda d: d.trust_add(ders[0])))
-    out.print(f"added root {root_id}")
+    out.print(f"added root {shown(root_id)}")
 
 
 @trust.command("list")
@@ -302,7 +304,7 @@ def trust_add(ctx: click.Context, address: str, cert: str) -> None:
 def trust_list(ctx: click.Context, address: str, as_json: bool) -> None:
     """List the roots in the device's trust store (ids; `added` marks the ones an app added)."""
     roots = _run(_with_device(ctx, address, lambda d: d.trust_list()))
-    _emit(as_json, roots, lambda rs: [out.print(f"{r['id']}{'  (added)' if r.get('added') else ''}") for r in rs])
+    _emit(as_json, roots, lambda rs: [out.print(f"{shown(r['id'])}{'  (added)' if r.get('added') else ''}") for r in rs])
 
 
 @trust.command("rm")
@@ -313,7 +315,7 @@ def trust_rm(ctx: click.Context, address: str, root_id: str) -> None:
     """Remove the root ROOT_ID (from `keyhook trust list`) from the device's trust store."""
     if not _run(_with_device(ctx, address, lambda d: d.trust_remove(root_id))):
         raise KeyhookError(f"the device has no root {root_id!r}", hint="`keyhook trust list ADDRESS` shows the ids")
-    out.print(f"removed root {root_id}")
+    out.print(f"removed root {shown(root_id)}")
 
 
 COMMANDS = [scan, onboard, info, rules, trigger, wifi, time_, log, unpair, reset, pairing, trust]
