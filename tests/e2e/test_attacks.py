@@ -381,3 +381,21 @@ def test_host_errors_do_not_print_a_rules_secrets(tmp_path):
             out = cli(*args, radio=tmp_path / "radio", config=tmp_path / "cfg", check=False)
             assert out.returncode in (1, 2), (args, out.stdout, out.stderr)  # refused (fire: by the engine)
             assert "SECRET" not in out.stdout + out.stderr, (args, out.stdout, out.stderr)
+
+
+# ---- Low 13: every request gets an answer or a clean close ----
+
+def test_a_request_with_a_huge_id_gets_an_answer(paired, keystore):
+    dev = paired
+
+    async def go():
+        async with client(dev, keystore) as d:
+            s = d.session
+            await s.send_message({"id": "x" * 8150, "op": "info"})
+            answer = await s.recv_message(timeout=15)
+        async with client(dev, keystore) as d:  # and the device is fine afterwards
+            return answer, (await d.info())["pairings"]
+    answer, pairings = run(go())
+    assert answer == {"id": None, "ok": False, "error": "too_large",
+                      "message": "the answer does not fit one message; ask for less"}
+    assert pairings == 1

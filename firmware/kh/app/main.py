@@ -21,6 +21,7 @@ _PAIR_B = const(0x03)
 _MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
 # the request engine; kh.http.resolve (with its hooks), url and errors stay
 _NTP_RETRY_MS = const(60000)
+_BIG_ID = const(0x3FFFFFFF)
 # Link time bounds (board.json "link_preauth_ms", "link_idle_ms" override them): from connect
 # until a session is authenticated (records, pairing, handshake), and between records of an
 # authenticated session while no command runs. Past either the device drops the link.
@@ -235,7 +236,9 @@ class Keyhook:
             try:
                 sealed = ch.seal(response)
             except ValueError:  # larger than one message (MAX_PAYLOAD)
-                sealed = ch.seal({"id": response.get("id"), "ok": False, "error": "too_large",
+                rid = response.get("id")  # echoed only when small: a huge id made the answer too large
+                sealed = ch.seal({"id": rid if isinstance(rid, int) and -_BIG_ID < rid < _BIG_ID else None,
+                                  "ok": False, "error": "too_large",
                                   "message": "the answer does not fit one message; ask for less"})
             await self.gatt.send(sealed)
         if ch.closed or self._end:
