@@ -399,3 +399,23 @@ def test_a_request_with_a_huge_id_gets_an_answer(paired, keystore):
     assert answer == {"id": None, "ok": False, "error": "too_large",
                       "message": "the answer does not fit one message; ask for less"}
     assert pairings == 1
+
+
+# ---- Low 14: the simulated device's keys and button are its user's only ----
+
+def test_the_simulated_devices_state_and_radio_are_private(tmp_path, radio, certs):
+    import stat
+
+    from keyhook.sim.device import SimDevice
+
+    state, shared = tmp_path / "state", radio / "r"
+    for d in (state, shared):
+        d.mkdir(mode=0o755)
+        d.chmod(0o755)  # as a umask of 022 leaves a directory
+    dev = SimDevice(shared, state, certs=certs)
+    dev.start()
+    try:
+        modes = {d.name: stat.S_IMODE(d.stat().st_mode) for d in (state, shared)}
+    finally:
+        dev.stop()
+    assert modes == {"state": 0o700, "r": 0o700}  # other users reach neither the keys nor the button
