@@ -134,8 +134,14 @@ class DeviceClient:
     async def open_pairing(self, seconds: int = 300) -> str:
         return (await self.request("pairing.open", seconds=seconds))["code"]
 
+    async def hand_over_admin(self, app_id: str) -> str:
+        """Make the paired app `app_id` the admin; this app becomes a guest (admin only)."""
+        return (await self.request("pairing.admin", app_id=app_id))["admin"]
+
     async def unpair(self) -> None:
-        """Remove this app's pairing on the device, then the local key."""
+        """Remove this app's pairing on the device, then the local key. The admin must hand its
+        role over first while other apps are paired; the last app to leave factory-resets the
+        device (its rules, tokens and Wi-Fi go with it)."""
         await self.request("unpair")
         self.keystore.remove(self.session.device_id)
 

@@ -419,3 +419,42 @@ def test_the_simulated_devices_state_and_radio_are_private(tmp_path, radio, cert
     finally:
         dev.stop()
     assert modes == {"state": 0o700, "r": 0o700}  # other users reach neither the keys nor the button
+
+
+# ---- Low 8: ownership over the device's life ----
+
+def test_the_admin_hands_over_before_leaving_and_the_last_app_leaves_nothing(paired, keystore, tmp_path, plain):
+    dev = paired
+    guest = Keystore(tmp_path / "guest")
+    pair_with(dev, open_window(dev, keystore), guest)
+
+    async def admin_leaves():
+        async with client(dev, keystore) as d:
+            await d.put_rules([hook("door", plain.url("/d"), additionalHttpHeaders={"X-Key": "door-SECRET-77"})])
+            with pytest.raises(RequestFailed) as e:
+                await d.unpair()  # the guest would be left without an admin
+            code = e.value.code
+            await d.hand_over_admin(guest.app_id)
+            await d.unpair()  # now a guest: it may go
+            return code
+    assert run(admin_leaves()) == "forbidden"
+
+    async def guest_is_admin():
+        async with client(dev, guest) as d:
+            return len(await d.open_pairing(30)), (await d.request("pairing.list"))["apps"]
+    assert run(guest_is_admin()) == (8, [guest.app_id])
+
+    async def last_leaves():
+        async with client(dev, guest) as d:
+            await d.unpair()
+    run(last_leaves())
+    dev.proc.wait(30)
+    assert b"door-SECRET-77" not in (dev.state / "flash.img").read_bytes()
+    dev.start()
+    fresh = Keystore(tmp_path / "fresh")  # whoever holds the label's code next
+    pair_with(dev, dev.setup_code, fresh)
+
+    async def inherited():
+        async with client(dev, fresh) as d:
+            return await d.list_rules(), (await d.info())["wifi"]["ssid"]
+    assert run(inherited()) == ([], None)

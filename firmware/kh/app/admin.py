@@ -79,29 +79,59 @@ async def op_pairing_list(c, app_id, msg):
 
 async def op_pairing_remove(c, app_id, msg):
     target = _need(msg, "app_id", str)
-    if target != app_id:
-        _admin(c, app_id, "remove another app's pairing")
+    if target == app_id:
+        _leave(c, app_id)
+        return {"removed": True}
+    _admin(c, app_id, "remove another app's pairing")
     removed = c.ctx.device.remove_pairing(target)
     if removed:
         files.scrub(c.ctx.root)  # the former pairing key's blocks
-    if removed and target == app_id and c.on_unpair:
-        c.on_unpair(app_id)
     return {"removed": removed}
 
 
 async def op_unpair(c, app_id, msg):
-    if c.ctx.device.remove_pairing(app_id):
-        files.scrub(c.ctx.root)
+    _leave(c, app_id)
+    return {}
+
+
+async def op_pairing_admin(c, app_id, msg):
+    # hand the admin role to another paired app; the caller becomes a guest
+    target = _need(msg, "app_id", str)
+    _admin(c, app_id, "hand over the admin role")
+    if target == app_id or not c.ctx.device.hand_over_admin(app_id, target):
+        raise AppError("not_found", "no other paired app %s; `pairing.list` shows them" % target[:32])
+    c.ctx.log.add("app", "admin handed over")
+    return {"admin": target}
+
+
+def _leave(c, app_id):
+    # The admin leaves only after handing its role over (else the guests are left without one);
+    # the last app to leave returns the device to factory state, so that whoever pairs next
+    # with the setup code inherits no rules, tokens or Wi-Fi password.
+    dev = c.ctx.device
+    others = len([a for a in dev.pairings() if a != app_id])
+    if others and dev.is_admin(app_id):
+        raise AppError("forbidden", "the admin app cannot leave while %d other app(s) are paired: hand the "
+                       "admin role to one of them first (pairing.admin), or remove them" % others)
+    if not others:
+        _wipe(c)
+        return
+    dev.remove_pairing(app_id)
+    files.scrub(c.ctx.root)  # the former pairing key's blocks
     c.ctx.log.add("app", "unpaired")
     if c.on_unpair:
         c.on_unpair(app_id)
-    return {}
 
 
 async def op_reset(c, app_id, msg):
     if msg.get("confirm") != "reset":
         raise AppError("bad_request", "a factory reset needs confirm: \"reset\"")
     _admin(c, app_id, "reset the device")
+    _wipe(c)
+    return {}
+
+
+def _wipe(c):
     c.abort()
     c.ctx.trust.clear_added()
     c.ctx.device.factory_reset()
@@ -120,4 +150,3 @@ async def op_reset(c, app_id, msg):
     c.ctx.log.add("app", "factory reset")
     if c.on_reset:
         c.on_reset()
-    return {}

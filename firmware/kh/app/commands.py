@@ -229,4 +229,4 @@ _OPS = {
 }
 # in kh/app/admin.py
 _ADMIN_OPS = ("wifi", "time", "trust.add", "trust.remove", "trust.list", "log", "pairing.open", "pairing.list",
-              "pairing.remove", "unpair", "reset")
+              "pairing.remove", "pairing.admin", "unpair", "reset")

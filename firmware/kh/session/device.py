@@ -92,6 +92,9 @@ class Device:
     def is_admin(self, app_id):
         return self._pairings.is_admin(app_id)
 
+    def hand_over_admin(self, app_id, target):
+        return self._pairings.hand_over(app_id, target)
+
     def remove_pairing(self, app_id):
         return self._pairings.remove(app_id)
 

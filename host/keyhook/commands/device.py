@@ -277,6 +277,16 @@ def pairing_open(ctx: click.Context, address: str, seconds: int) -> None:
     out.print(f"one-time setup code (valid {seconds} s): [bold]{shown(code)}[/bold]")
 
 
+@pairing.command("admin")
+@click.argument("address")
+@click.argument("app_id")
+@click.pass_context
+def pairing_admin(ctx: click.Context, address: str, app_id: str) -> None:
+    """Hand the admin role to the paired app APP_ID; this app becomes a guest."""
+    _run(_with_device(ctx, address, lambda d: d.hand_over_admin(app_id)))
+    out.print(f"{shown(app_id)} is the admin now; this app is a guest")
+
+
 @click.group()
 def trust() -> None:
     """Add, list and remove CA roots in a device's trust store (for TlsWithCACheck)."""
