@@ -458,3 +458,56 @@ def test_the_admin_hands_over_before_leaving_and_the_last_app_leaves_nothing(pai
         async with client(dev, fresh) as d:
             return await d.list_rules(), (await d.info())["wifi"]["ssid"]
     assert run(inherited()) == ([], None)
+
+
+# ---- Low 7: lifting a lock-out is deliberate, and an ordinary press does not weaken the limit ----
+
+def test_a_press_does_not_reset_the_limit_and_the_long_press_that_does_fires_nothing(paired, keystore, tmp_path, plain):
+    import time
+
+    from keyhook.session import RateLimited, WrongCode
+    from keyhook.sim import radio as vradio
+
+    dev = paired
+    rule = hook("bell", plain.url("/bell"))
+    rule["events"] = ["button:boot"]
+
+    async def push():
+        async with client(dev, keystore) as d:
+            await d.put_rules([rule])
+            return await d.open_pairing(600)
+    code = run(push())
+    wrong = "%08d" % ((int(code) + 1) % 10**8)
+    attacker = Keystore(tmp_path / "attacker")
+    for wait in (1.1, 2.1, 4.1, 0):  # four wrong guesses: the next waits 8 s
+        with pytest.raises(WrongCode):
+            pair_with(dev, wrong, attacker)
+        time.sleep(wait)
+    run(vradio.press(str(dev.radio), dev.address, pin=0))  # an ordinary press: fires the rule
+    with pytest.raises(RateLimited):
+        pair_with(dev, wrong, attacker)  # ... and leaves the limit as it was
+    deadline = time.monotonic() + 10
+    while not plain.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r.target for r in plain.requests] == ["/bell"]
+
+    run(vradio.press(str(dev.radio), dev.address, pin=0, hold_s=3.6))  # held: lifts the limit
+    with pytest.raises(WrongCode):
+        pair_with(dev, wrong, attacker)  # the device listens again (and counts this failure)
+    time.sleep(1)
+    plain.settle()
+    assert [r.target for r in plain.requests] == ["/bell"]  # the long press fired nothing
+
+
+def test_a_fresh_window_is_not_held_off_by_guesses_at_an_earlier_one(paired, keystore, tmp_path):
+    from keyhook.session import WrongCode
+
+    dev = paired
+    old = open_window(dev, keystore)
+    attacker = Keystore(tmp_path / "attacker")
+    with pytest.raises(WrongCode):
+        pair_with(dev, "%08d" % ((int(old) + 1) % 10**8), attacker)
+    new = open_window(dev, keystore)  # the admin opens a new window at once
+    guest = Keystore(tmp_path / "guest")
+    pair_with(dev, new, guest)  # not refused by the attacker's delay
+    assert guest.list() != [] and attacker.list() == []

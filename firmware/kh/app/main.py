@@ -16,6 +16,7 @@ from kh import store
 from kh.store import files
 
 _BUTTON_DEBOUNCE_MS = const(50)
+_UNLOCK_HOLD_MS = const(3000)  # a press held this long lifts a pairing lock-out, and fires nothing
 _PAIR_REQ = const(0x01)
 _PAIR_B = const(0x03)
 _MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
@@ -268,7 +269,8 @@ class Keyhook:
     # ---- event sources ----
 
     async def button(self):
-        # The boot button: lifts a pairing lock-out (a local action) and fires "button:boot" rules.
+        # The boot button: a press fires "button:boot" rules; a press held for 3 s lifts a
+        # pairing lock-out and fires nothing (a deliberate local act; a press does not).
         import machine
 
         pin_no = ((self.info.get("pins") or {}).get("button") or {}).get("gpio", 0)
@@ -278,7 +280,14 @@ class Keyhook:
         while True:
             await flag.wait()
             await asyncio.sleep_ms(_BUTTON_DEBOUNCE_MS)
-            self.device.button_pressed()
+            held = _BUTTON_DEBOUNCE_MS
+            while not pin.value() and held < _UNLOCK_HOLD_MS:
+                await asyncio.sleep_ms(_BUTTON_DEBOUNCE_MS)
+                held += _BUTTON_DEBOUNCE_MS
+            if held >= _UNLOCK_HOLD_MS:
+                self.device.button_pressed()
+                self.log.add("button", note="pairing_unlocked")
+                continue
             n = self.queue.event("button:boot")
             self.log.add("button", note="pressed") if n == 0 else None
 

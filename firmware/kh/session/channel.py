@@ -158,7 +158,7 @@ class Channel:
     def _limit(self):
         code, retry = self.device.limit.check()
         if code == errors.LOCKED_OUT:
-            raise ChannelError(code, "too many wrong codes: press the device's button or power cycle it")
+            raise ChannelError(code, "too many wrong codes: hold the device's button for 3 s or power cycle it")
         if code:
             raise ChannelError(code, "too many wrong codes: try again in %d s" % retry, retry)
 

@@ -99,6 +99,8 @@ class Device:
         return self._pairings.remove(app_id)
 
     def open_pairing_window(self, seconds=300):
+        # a fresh code: guesses at an earlier one (their delay, a lock-out) do not hold it off
+        self.limit.reset()
         code = _new_code()
         self._window = (code, time.ticks_add(self._clock(), int(seconds * 1000)))
         return code
