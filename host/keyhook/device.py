@@ -34,6 +34,11 @@ async def onboard(address: str, code: str, *, radio: str | None = None, keystore
         return await dev.info()
 
 
+ERASE_TIMEOUT_S = 120.0  # a 2 MB ESP32 data partition is overwritten in well under this
+ERASING_OPS = frozenset({"rules.put", "rules.stage", "rules.commit", "rules.delete", "wifi", "unpair",
+                         "pairing.remove", "reset"})
+
+
 class DeviceClient:
     """A paired device: `async with DeviceClient(addr) as dev: await dev.info()`."""
 
@@ -63,7 +68,12 @@ class DeviceClient:
             await self._link_cm.__aexit__(*exc)
 
     async def request(self, op: str, **fields: Any) -> dict:
-        """Send one operation; return the response (a refusal raises `RequestFailed`)."""
+        """Send one operation; return the response (a refusal raises `RequestFailed`).
+
+        Operations that may drop secrets wait up to `ERASE_TIMEOUT_S`: the device then
+        overwrites its free flash before it answers (PROTOCOL.md section 7)."""
+        if op in ERASING_OPS:
+            return await self.session.request(op, timeout=ERASE_TIMEOUT_S, **fields)
         return await self.session.request(op, **fields)
 
     async def info(self) -> dict:
