@@ -4,6 +4,7 @@
 #   KEYHOOK_SIM_STATE  the state directory (flash image, unique id); default ./keyhook-state
 #   KEYHOOK_SIM_NAME   the advertised name (default keyhook-XXXXXX from the device id)
 #   KEYHOOK_SIM_CERTS  the trust store directory on the host (default: none)
+#   KEYHOOK_SIM_PREAUTH_MS, KEYHOOK_SIM_IDLE_MS  the link time bounds (kh/app/main.py), for tests
 import json
 import os
 
@@ -22,6 +23,10 @@ def setup():
         info = json.loads(raw)
     info["data"] = "/flash/data"
     info["certs"] = os.getenv("KEYHOOK_SIM_CERTS") or "/flash/certs"
+    for key in ("preauth_ms", "idle_ms"):
+        v = os.getenv("KEYHOOK_SIM_" + key.upper())
+        if v:
+            info["link_" + key] = int(v)
     name = os.getenv("KEYHOOK_SIM_NAME")
     if name:
         info["device_name"] = name

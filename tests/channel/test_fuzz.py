@@ -290,6 +290,8 @@ def test_fuzz_during_a_pairing(tmp_path, make_keystore):
             assert code == 3  # a valid point with a wrong proof is a wrong code
         if code == 3:
             d.control(button=True)  # a wrong proof counts as a failed attempt, as it must
+        elif code == 1:
+            d.control(advance_s=3)  # a malformed PAIR_B abandons the attempt: a 2 s gap follows
         f.note(str(code))
         st = d.state()
         assert st["paired"] == [f.ks.app_id] and st["window_open"] and st["failures"] == 0

@@ -319,14 +319,39 @@ def test_bad_pb_point_is_not_a_guess(fw, keystore):
         assert out[0][0] == 0x02
         out, _ = pipe.record(b"\x03" + bad + bytes(32))
         assert error_of(out)[0] == ERR["bad_record"]
+        pipe.control({"advance_s": 3})  # past the gap after an abandoned attempt
     st = pipe.state()
     assert st["failures"] == 0 and st["paired"] == []
     # a second PAIR_REQ mid-pairing, and a disconnect mid-pairing, leave nothing behind
     pipe.record(b"\x01" + u8len(id_b))
     assert error_of(pipe.record(b"\x01" + u8len(id_b))[0])[0] == ERR["bad_record"]
+    pipe.control({"advance_s": 3})
     pipe.record(b"\x01" + u8len(id_b))
     pipe.drop()
+    pipe.control({"advance_s": 3})
     assert error_of(pipe.record(b"\x03" + bytes(97))[0])[0] == ERR["bad_record"]
+    do_pair(pipe, keystore)
+
+
+def test_abandoned_pair_reqs_are_rate_limited_before_any_p256_work(fw, keystore):
+    # issue 9, Low 9: PAIR_REQ, PAIR_A, then nothing (or a disconnect), over and over: after
+    # each abandoned attempt the device refuses the next PAIR_REQ for 2 s without computing a
+    # share; it is not a wrong code (no failure counted), and pairing works once the gap passed
+    pipe = fw()
+    id_b = b"keyhook-app:" + keystore.app_id.encode()
+    out, _ = pipe.record(b"\x01" + u8len(id_b))
+    assert out[0][0] == 0x02  # PAIR_A: the device did one P-256 share
+    pipe.drop()
+    shares = 0
+    for _ in range(5):
+        out, _ = pipe.record(b"\x01" + u8len(id_b))
+        shares += out[0][0] == 0x02
+        if out[0][0] == 0x7F:
+            assert error_of(out)[0] == ERR["rate_limited"]
+        pipe.drop()
+    assert shares == 0  # what the flooder got: no more work out of the device
+    assert pipe.state()["failures"] == 0
+    pipe.control({"advance_s": 3})
     do_pair(pipe, keystore)
 
 

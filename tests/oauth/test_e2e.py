@@ -70,10 +70,14 @@ class Fire:
 
 def chain_fingerprint(wh: dict) -> str:
     """The firmware's chain fingerprint (kh/oauth/tokens.py), computed independently."""
-    a = wh["definition"]["authentication"]
+    d = wh["definition"]
+    a = d["authentication"]
     h = hashlib.sha256(b"kh-oauth-chain1")
-    for part in (a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"),
-                 a.get("clientId"), a.get("scope")):
+    parts = [a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"), a.get("clientId"), a.get("scope")]
+    level = d.get("securityLevel") or "TlsWithCACheck"
+    if level != "TlsWithCACheck" or d.get("allowInsecureRemote"):  # how the servers are verified
+        parts += [level, d.get("pinnedCertificate"), "remote" if d.get("allowInsecureRemote") else None]
+    for part in parts:
         h.update(b"\0" + (str(part).encode() if part else b""))
     return h.digest()[:8].hex()
 
@@ -415,3 +419,29 @@ def test_issued_access_token_with_stray_refresh_token(fire, pki, started):
     assert ts.requests == []
     assert fire.state_file() is None
     fire.assert_no_secret("issued-by-hand.0123", "rt-initial")
+
+
+# -- token state is bound to how its endpoint is verified (issue 9, Medium 5) ----------------
+
+def test_a_weaker_rule_never_receives_a_stricter_chains_tokens(fire, pki, started):
+    # A CA-checked rule redeems and rotates its refresh token. Then an impostor with a
+    # self-signed certificate takes the token endpoint's address, and a new rule carries the
+    # same refresh token, endpoint and client but TlsAllowSelfSigned: it must start its own
+    # chain; the impostor gets neither the rotated refresh token nor the cached access token.
+    ts = started(tls_token_server(pki, rotate=True, expires_in=3600, client_id="keyhook-test"))
+    strict = webhook(ts.resource_url, ts.token_url)
+    assert fire(strict)["status"] == 200
+    live_rt, live_at = ts.current_refresh_token, ts.issued_access_tokens[-1]
+    assert live_rt != "rt-initial"
+    port = int(ts.token_url.split(":")[2].split("/")[0])
+    ts.stop()
+
+    impostor = started(tls_token_server(pki, name="self_signed", port=port, rotate=True, expires_in=3600))
+    weak = webhook(impostor.resource_url, impostor.token_url, level="TlsAllowSelfSigned")
+    assert weak["definition"]["authentication"]["tokenEndpoint"] == strict["definition"]["authentication"]["tokenEndpoint"]
+    fire(weak)
+    seen = json.dumps([r.form for r in impostor.token_requests]) + json.dumps(
+        [r.authorization for r in impostor.resource_requests])
+    assert live_rt not in seen and live_at not in seen
+    assert [r.form["refresh_token"] for r in impostor.token_requests] == ["rt-initial"]  # its own chain
+    fire.assert_no_secret(live_rt, live_at)

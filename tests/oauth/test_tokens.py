@@ -253,7 +253,7 @@ def test_rotated_token_not_used_when_it_cannot_be_stored(mpo, tmp_path):
     r = mpo.json(f"""
         from kh.store import files
         real = files.write_atomic
-        def broken(path, data):
+        def broken(path, data, *secret):
             raise OSError(28)
         clock = K.Clock(1000000)
         t = Tokens("{tmp_path}/st", clock=clock)
@@ -276,7 +276,7 @@ def test_rotated_token_not_used_when_it_cannot_be_stored(mpo, tmp_path):
 def test_unrotated_cache_failure_is_not_fatal(mpo, tmp_path):
     r = mpo.json(f"""
         from kh.store import files
-        def broken(path, data):
+        def broken(path, data, *secret):
             raise OSError(28)
         files.write_atomic = broken
         K.out(K.error(Tokens("{tmp_path}/st").header(K.definition(), "k", K.Endpoint())))
@@ -469,7 +469,7 @@ def test_unreadable_or_foreign_state_is_ignored(mpo, tmp_path, content):
         st = "{tmp_path}/st"
         d = K.definition()
         a = d["authentication"]
-        fp = tokens._fingerprint(a["refreshToken"], a["tokenEndpoint"], a)
+        fp = tokens._fingerprint(a["refreshToken"], a["tokenEndpoint"], a, d)
         files.makedirs(st)
         files.write_atomic(st + "/oauth-" + fp + ".json", {content!r})
         ep = K.Endpoint(rotate=True)

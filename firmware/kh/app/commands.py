@@ -62,6 +62,7 @@ class Commands:
         self.ctx = ctx
         self._txn = None          # (txn id, app_id) of an open staged rules transaction
         self._stage = None        # its kh.store.rules.Stage
+        self._replaced = False    # whether it replaces stored rules
         self._txn_n = getattr(ctx, "txn_n", 0)  # kept in ctx: Commands may be made per connection
         self.on_unpair = None     # set by main: ends the session of the app that unpaired
         self.on_reset = None      # set by main: restart after a factory reset
@@ -73,11 +74,17 @@ class Commands:
         self._stage = None
         self._txn = None
 
-    def _changed(self, result):
-        # Rules changed: drop the token state that no rule uses any more.
+    def _changed(self, result, dropped=False):
+        # Rules changed: drop the token state that no rule uses any more; when a rule was
+        # replaced or deleted (or a token chain went), overwrite the free blocks that held
+        # their secrets (kh.store.files.scrub).
         engine = getattr(self.ctx, "engine", None)
-        if engine is not None:
-            engine.prune_tokens()
+        if engine is not None and engine.prune_tokens():
+            dropped = True
+        if dropped:
+            from kh.store import files
+
+            files.scrub(self.ctx.root)
         return result
 
     async def handle(self, app_id, msg):
@@ -137,14 +144,33 @@ class Commands:
             "pairings": len(ctx.device.pairings()),
         }
 
+    def _may_change(self, app_id, rules):
+        # A rule belongs to the app that stored it; only that app or the admin replaces or
+        # deletes it (a rule stored without an owner is the admin's). PROTOCOL.md section 6.
+        # Returns True when a stored rule would be replaced.
+        admin = self.ctx.device.is_admin(app_id)
+        found = False
+        for r in rules:
+            name = r.get("functionName") if isinstance(r, dict) else r
+            if isinstance(name, str):
+                o = self.ctx.rules.owner(name)
+                found = found or o is not None
+                if o is not None and o != app_id and not admin:
+                    raise AppError("forbidden", "rule %s belongs to another app; only it or the admin app "
+                                   "may replace or delete it" % json.dumps(name))
+        return found
+
     async def op_rules_put(self, app_id, msg):
-        return {"stored": self._changed(_store(self.ctx.rules.put, _need(msg, "rules", list)))}
+        rules = _need(msg, "rules", list)
+        replaced = self._may_change(app_id, rules)
+        return {"stored": self._changed(_store(self.ctx.rules.put, rules, app_id), replaced)}
 
     async def op_rules_begin(self, app_id, msg):
         self.abort()
         self._txn_n += 1
         self.ctx.txn_n = self._txn_n
-        self._stage = self.ctx.rules.Stage()
+        self._stage = self.ctx.rules.Stage(app_id)
+        self._replaced = False
         self._txn = (self._txn_n, app_id)
         return {"txn": self._txn_n}
 
@@ -162,29 +188,30 @@ class Commands:
             self._check_txn(app_id, msg)
         rules = _need(msg, "rules", list)
         try:
+            self._replaced = self._may_change(app_id, rules) or self._replaced
             staged = _store(self._stage.add, rules)
         except AppError:
-            self._txn = None  # a refused part ends the transaction; the store is unchanged
-            self._stage = None
+            self.abort()  # a refused part ends the transaction; the store is unchanged
             raise
         if msg.get("commit") is True:
             stage, self._stage, self._txn = self._stage, None, None
-            return {"stored": self._changed(_store(stage.commit))}
+            return {"stored": self._changed(_store(stage.commit), self._replaced)}
         return {"staged": staged, "txn": self._txn[0]}
 
     async def op_rules_commit(self, app_id, msg):
         self._check_txn(app_id, msg)
         stage, self._stage, self._txn = self._stage, None, None
-        return {"stored": self._changed(_store(stage.commit))}
+        return {"stored": self._changed(_store(stage.commit), self._replaced)}
 
     async def op_rules_list(self, app_id, msg):
         return {"rules": self.ctx.rules.list_meta()}
 
     async def op_rules_delete(self, app_id, msg):
         name = _need(msg, "functionName", str)
-        if self.ctx.rules.get(name) is None:
+        if self.ctx.rules.owner(name) is None:
             return {"deleted": False}
-        self._changed(_store(self.ctx.rules.delete, name))
+        self._may_change(app_id, (name,))
+        self._changed(_store(self.ctx.rules.delete, name), True)
         return {"deleted": True}
 
     async def op_trigger(self, app_id, msg):
@@ -225,4 +252,4 @@ _OPS = {
 }
 # in kh/app/admin.py
 _ADMIN_OPS = ("wifi", "time", "trust.add", "trust.remove", "trust.list", "log", "pairing.open", "pairing.list",
-              "pairing.remove", "unpair", "reset")
+              "pairing.remove", "pairing.admin", "unpair", "reset")

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import sys
+import time
 
 from micropython import const
 
@@ -15,6 +16,7 @@ from kh import store
 from kh.store import files
 
 _BUTTON_DEBOUNCE_MS = const(50)
+_UNLOCK_HOLD_MS = const(3000)  # a press held this long lifts a pairing lock-out, and fires nothing
 _PAIR_REQ = const(0x01)
 _PAIR_B = const(0x03)
 _MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
@@ -24,6 +26,12 @@ _RESTART_MS = const(1000)  # a long-lived task that failed starts again after th
 # NimBLE may discard notifications still queued when the device ends a link: after a last
 # answer (unpair, an ERROR) the app reads it and disconnects; the device hangs up only after this
 _HANG_UP_MS = const(1500)
+_BIG_ID = const(0x3FFFFFFF)
+# Link time bounds (board.json "link_preauth_ms", "link_idle_ms" override them): from connect
+# until a session is authenticated (records, pairing, handshake), and between records of an
+# authenticated session while no command runs. Past either the device drops the link.
+_PREAUTH_MS = const(60000)
+_IDLE_MS = const(120000)
 _ENGINE_MODULES = ("kh.engine.fire", "kh.http.client", "kh.http.conn", "kh.http.response", "kh.http.tlspolicy",
                    "kh.http.tlsfail", "kh.http.der", "kh.http.trust", "kh.oauth.tokens", "kh.oauth.grant",
                    "kh.oauth.why")
@@ -95,11 +103,11 @@ class Engine:
                 tokens = Tokens(self._dirs[1])
             defs = rules.definitions("OAuth2IssuedRefreshToken")
             try:
-                tokens.prune(defs)
+                return tokens.prune(defs)  # the number of chains removed
             finally:
                 defs.close()  # the rules file closes now, whatever prune did
         except (ImportError, OSError, ValueError, KeyError, TypeError):
-            pass  # best effort: the next change tries again
+            return 0  # best effort: the next change tries again
         finally:
             if not loaded and self._env is None:
                 kh.unload("kh.oauth.tokens")
@@ -178,6 +186,9 @@ class Keyhook:
         self._end = False
         self._reset = False
         self.channel = None
+        self._bounds = (info.get("link_preauth_ms") or _PREAUTH_MS, info.get("link_idle_ms") or _IDLE_MS)
+        self._since = 0  # ticks_ms of the connect, then of the last record handled
+        self._busy = False
         # one 8 KiB buffer for the link: GATT assembles each record in it and the session
         # decrypts the record's frame in place
         self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect,
@@ -192,6 +203,7 @@ class Keyhook:
         from kh.session.channel import Channel
 
         self.channel = Channel(self.device)
+        self._since = time.ticks_ms()
 
     def _on_disconnect(self):
         if self.channel:
@@ -209,8 +221,20 @@ class Keyhook:
         ch = self.channel
         if ch is None:
             return
-        if record and record[0] in (_PAIR_REQ, _PAIR_B):
-            # Pairing crypto and a TLS connection do not fit in RAM together (docs/design.md, MicroPython facts).
+        self._busy = True
+        try:
+            await self._handle(ch, record)
+        finally:
+            self._busy = False
+            if ch.app_id is not None:  # the pre-authentication bound counts from the connect
+                self._since = time.ticks_ms()
+
+    async def _handle(self, ch, record):
+        t = record[0] if record else 0
+        if (t == _PAIR_REQ and self.device.pairing_code()[0] is not None and not self.device.limit.check()[0]) \
+                or (t == _PAIR_B and ch.pairing):
+            # Pairing crypto and a TLS connection do not fit in RAM together (docs/design.md, MicroPython facts);
+            # a PAIR_REQ that will be refused costs the engine nothing
             self.env.close()
             gc.collect()
         replies, msg = await ch.receive(record)
@@ -221,7 +245,9 @@ class Keyhook:
             try:
                 sealed = ch.seal(response)
             except ValueError:  # larger than one message (MAX_PAYLOAD)
-                sealed = ch.seal({"id": response.get("id"), "ok": False, "error": "too_large",
+                rid = response.get("id")  # echoed only when small: a huge id made the answer too large
+                sealed = ch.seal({"id": rid if isinstance(rid, int) and -_BIG_ID < rid < _BIG_ID else None,
+                                  "ok": False, "error": "too_large",
                                   "message": "the answer does not fit one message; ask for less"})
             await self.gatt.send(sealed)
         kh.heap_mark()
@@ -258,7 +284,8 @@ class Keyhook:
     # ---- event sources ----
 
     async def button(self):
-        # The boot button: lifts a pairing lock-out (a local action) and fires "button:boot" rules.
+        # The boot button: a press fires "button:boot" rules; a press held for 3 s lifts a
+        # pairing lock-out and fires nothing (a deliberate local act; a press does not).
         import machine
 
         pin_no = ((self.info.get("pins") or {}).get("button") or {}).get("gpio", 0)
@@ -268,7 +295,14 @@ class Keyhook:
         while True:
             await flag.wait()
             await asyncio.sleep_ms(_BUTTON_DEBOUNCE_MS)
-            self.device.button_pressed()
+            held = _BUTTON_DEBOUNCE_MS
+            while not pin.value() and held < _UNLOCK_HOLD_MS:
+                await asyncio.sleep_ms(_BUTTON_DEBOUNCE_MS)
+                held += _BUTTON_DEBOUNCE_MS
+            if held >= _UNLOCK_HOLD_MS:
+                self.device.button_pressed()
+                self.log.add("button", note="pairing_unlocked")
+                continue
             n = self.queue.event("button:boot")
             self.log.add("button", note="pressed") if n == 0 else None
 
@@ -314,6 +348,20 @@ class Keyhook:
                 pass
             await asyncio.sleep_ms(_RESTART_MS)
 
+    async def watch_link(self):
+        # Drops a link that has not authenticated within the pre-authentication bound, or whose
+        # session has been idle past the idle bound (an app holding the one connection).
+        while True:
+            await asyncio.sleep_ms(min(self._bounds) // 4)
+            ch = self.channel
+            if ch is None or self._busy or not self.gatt.connected:
+                continue
+            bound = self._bounds[0] if ch.app_id is None else self._bounds[1]
+            if time.ticks_diff(time.ticks_ms(), self._since) > bound:
+                self.log.add("link", note="idle" if ch.app_id else "no_auth")
+                self._since = time.ticks_ms()  # once per bound, until the disconnect arrives
+                self.gatt.disconnect()
+
     async def run(self):
         self.gatt.advertise(self.device.paired())
         print("keyhook %s (%s) advertising as %s" % (kh.VERSION, self.device.device_id, self.name))
@@ -321,6 +369,7 @@ class Keyhook:
         asyncio.create_task(self._keep("button", self.button))
         asyncio.create_task(self._keep("clock", self.clock))
         asyncio.create_task(self._keep("heap", self.heap_watch))
+        asyncio.create_task(self._keep("link", self.watch_link))
         await self._keep("gatt", self.gatt.run)
 
 

@@ -15,7 +15,8 @@ _UA = b"User-Agent: keyhook/0.1\r\n"
 
 
 class Pool:
-    # kept-alive connections, keyed by scheme, host, port, level and pin; the oldest goes first
+    # kept-alive connections, keyed by scheme, host, port, level, pin and the insecure-remote
+    # opt-out; the oldest goes first
     def __init__(self, size=1):
         self.size = size
         self.conns = []
@@ -160,7 +161,7 @@ async def request(net, method, url, headers, body, content_type, level, pin=None
     info["reused"] = False
     scheme, host, port, target, hh = _url.parse(url)
     check_level(scheme, level)
-    key = (scheme, host, port, level, pin)
+    key = (scheme, host, port, level, pin, bool(allow_remote))  # whatever decides if it may carry it
     c = net.pool.take(key)
     if c is not None and c.idle_dead():
         c.close()

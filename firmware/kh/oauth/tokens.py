@@ -8,8 +8,8 @@
 # State is kept per token chain, not per rule: a chain is what the definition's refreshToken,
 # tokenEndpoint, clientId and scope identify (its fingerprint). Rules that carry the same refresh
 # token share one chain, so a rotation by one rule does not strand the others; a definition with
-# a new refresh token (or another endpoint) starts a new chain, and a stored token is never sent
-# to another endpoint. One JSON file per chain, "<state_dir>/oauth-<fingerprint>.json", replaced
+# a new refresh token (or another endpoint, or a weaker way to verify it) starts a new chain,
+# and a stored token is never sent to another endpoint nor over a weaker transport. One JSON file per chain, "<state_dir>/oauth-<fingerprint>.json", replaced
 # atomically:
 #   {"fp": fingerprint, "rt": rotated refresh token (absent until one is issued),
 #    "at": access token, "iat": obtained at, "until": use it until (clock seconds)}
@@ -52,11 +52,18 @@ def _hex16(h):
     return binascii.hexlify(h.digest()[:8]).decode()
 
 
-def _fingerprint(rt, url, auth):
+def _fingerprint(rt, url, auth, d):
     # The chain a stored token belongs to: another definition token, endpoint, client or scope
-    # starts a new chain (so a stored token never goes to another endpoint).
+    # starts a new chain (so a stored token never goes to another endpoint), and so does another
+    # way of verifying the servers (level, pin, allowInsecureRemote): a token that a strictly
+    # verified chain obtained never travels over a weaker transport. TlsWithCACheck without the
+    # opt-out hashes as before that was part of the chain (state kept across the update).
     h = hashlib.sha256(b"kh-oauth-chain1")
-    for part in (rt, url, auth.get("clientId"), auth.get("scope")):
+    parts = [rt, url, auth.get("clientId"), auth.get("scope")]
+    level = d.get("securityLevel") or "TlsWithCACheck"
+    if level != "TlsWithCACheck" or d.get("allowInsecureRemote"):
+        parts += [level, d.get("pinnedCertificate"), "remote" if d.get("allowInsecureRemote") else None]
+    for part in parts:
         h.update(b"\0")
         if part:
             h.update(str(part).encode())
@@ -109,7 +116,7 @@ class Tokens:
             a = d.get("authentication") if isinstance(d, dict) else None
             if isinstance(a, dict) and a.get("apiAuthenticationType") == _REFRESH:
                 url = a.get("tokenEndpoint") or a.get("tokenEndoint")
-                keep[_fingerprint(a.get("refreshToken"), url, a)] = True
+                keep[_fingerprint(a.get("refreshToken"), url, a, d)] = True
         for fp in list(self._ram):
             if fp not in keep:
                 del self._ram[fp]
@@ -141,7 +148,7 @@ class Tokens:
         if self._dir:
             if not files.exists(self._dir):
                 files.makedirs(self._dir)
-            files.write_atomic(self.path(entry["fp"]), json.dumps(entry))
+            files.write_atomic(self.path(entry["fp"]), json.dumps(entry), True)
 
     def _entry(self, fp):
         e = self._ram.get(fp)
@@ -171,7 +178,7 @@ class Tokens:
         url = auth.get("tokenEndpoint") or auth.get("tokenEndoint")  # one client's spelling
         if not url or not isinstance(url, str):
             raise _fail("endpoint")
-        fp = _fingerprint(rt0, url, auth)
+        fp = _fingerprint(rt0, url, auth, definition)
         if not force:
             h = self._cached(self._entry(fp), self._clock())
             if h:

@@ -89,6 +89,7 @@ class Channel:
 
     def _forget(self):
         if getattr(self, "_spake", None) is not None:
+            self.device.limit.abandoned()  # its P-256 work was for nothing: rate limited
             _unload_pairing()
         self._spake = None
         self._pair_app = None
@@ -99,6 +100,15 @@ class Channel:
         self._rx = None
         self._tx = None
         self.app_id = None
+
+    def _drop_spake(self):
+        self._spake = None
+        _unload_pairing()
+
+    @property
+    def pairing(self):
+        # a pairing attempt is under way (PAIR_A sent)
+        return self._spake is not None
 
     def close(self):
         self._forget()
@@ -148,7 +158,7 @@ class Channel:
     def _limit(self):
         code, retry = self.device.limit.check()
         if code == errors.LOCKED_OUT:
-            raise ChannelError(code, "too many wrong codes: press the device's button or power cycle it")
+            raise ChannelError(code, "too many wrong codes: hold the device's button for 3 s or power cycle it")
         if code:
             raise ChannelError(code, "too many wrong codes: try again in %d s" % retry, retry)
 
@@ -160,6 +170,10 @@ class Channel:
         code, via_window = self.device.pairing_code()
         if code is None:
             raise ChannelError(errors.PAIRING_CLOSED, "device is paired: an admin app must open a pairing window")
+        if self.device.pairing_key(app_id) is not None:
+            # an identity is only asserted here: it never replaces the pairing that holds it
+            raise ChannelError(errors.PAIRING_CLOSED, "this app is paired already: unpair it first, or ask the "
+                               "admin app to remove its pairing")
         a = self.device.identity
         from kh.crypto.spake2 import Spake2  # P-256 and its tables: only while pairing
 
@@ -173,16 +187,24 @@ class Channel:
     def _pair_b(self, record):
         if len(record) != 1 + 65 + 32:
             raise ChannelError(errors.BAD_RECORD, "PAIR_B length")
-        self._limit()
+        try:
+            self._limit()
+        except ChannelError:
+            self._drop_spake()  # the failure delay covers this attempt already
+            raise
         try:
             ke, c_a, c_b = self._spake.finish(bytes(record[1:66]))
         except ValueError:
             raise ChannelError(errors.BAD_RECORD, "pB is not a valid P-256 point")
         if not ct.equal(c_b, record[66:98]):
             self.device.limit.failed()
+            self._drop_spake()  # counted as a failure, not as abandoned
             raise ChannelError(errors.WRONG_CODE, "wrong setup code")
         pk = pairing_key(ke, self.device.identity, self._pair_id)
-        self.device.add_pairing(self._pair_app, pk, self._via_window)
+        try:
+            self.device.add_pairing(self._pair_app, pk, self._via_window)
+        except ValueError:
+            raise ChannelError(errors.PAIRING_CLOSED, "this app is paired already")
         self._spake = None
         _unload_pairing()
         self._pair_app = None

@@ -69,10 +69,16 @@ class Device:
         # for provisioning (a code printed on a label); keeps the device id
         if not _valid_code(code):
             raise ValueError("setup code is 8 decimal digits")
-        files.write_atomic(self._ident_path, json.dumps({"device_id": self.device_id, "setup_code": code}).encode())
+        self.save_identity(code)
         self._code = code
         if not self.paired():
             self._log("keyhook %s: not paired; setup code %s" % (self.device_id, code))
+
+    def save_identity(self, code=None):
+        # (again, after a factory reset has erased the data partition)
+        files.makedirs(self.root)
+        files.write_atomic(self._ident_path, json.dumps({"device_id": self.device_id,
+                                                         "setup_code": code or self._code}).encode())
 
     def paired(self):
         return len(self._pairings) > 0
@@ -86,10 +92,15 @@ class Device:
     def is_admin(self, app_id):
         return self._pairings.is_admin(app_id)
 
+    def hand_over_admin(self, app_id, target):
+        return self._pairings.hand_over(app_id, target)
+
     def remove_pairing(self, app_id):
         return self._pairings.remove(app_id)
 
     def open_pairing_window(self, seconds=300):
+        # a fresh code: guesses at an earlier one (their delay, a lock-out) do not hold it off
+        self.limit.reset()
         code = _new_code()
         self._window = (code, time.ticks_add(self._clock(), int(seconds * 1000)))
         return code
@@ -115,9 +126,11 @@ class Device:
 
     # called by a channel once the app's confirmation checked out
     def add_pairing(self, app_id, pk, via_window):
-        # the pairing made with the setup code is the admin; re-pairing keeps the flag
-        admin = (not self.paired() and not via_window) or self._pairings.is_admin(app_id)
-        self._pairings.put(app_id, pk, admin)
+        # the pairing made with the setup code is the admin; a window pairing never is, and no
+        # pairing ever replaces one that exists (PROTOCOL.md section 3)
+        if self._pairings.key(app_id) is not None:
+            raise ValueError("app is paired already")
+        self._pairings.put(app_id, pk, not via_window and not self.paired())
         if via_window:
             self._window = None
         self.limit.reset()

@@ -28,7 +28,7 @@ class Pairings:
         out = {}
         for app_id, (pk, admin) in items.items():
             out[app_id] = {"pk": hexlify(pk).decode(), "admin": admin}
-        files.write_atomic(self._path, json.dumps(out).encode())
+        files.write_atomic(self._path, json.dumps(out).encode(), True)
         self._items = items
 
     def __len__(self):
@@ -49,6 +49,16 @@ class Pairings:
         items = dict(self._items)
         items[app_id] = (bytes(pk), admin)
         self._save(items)
+
+    def hand_over(self, old, new):
+        # the admin flag moves from old to new in one write; False if new is not paired
+        if new not in self._items or old not in self._items:
+            return False
+        items = dict(self._items)
+        items[old] = (items[old][0], False)
+        items[new] = (items[new][0], True)
+        self._save(items)
+        return True
 
     def remove(self, app_id):
         if app_id not in self._items:

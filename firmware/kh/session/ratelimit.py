@@ -8,6 +8,9 @@ from kh.session import errors
 
 _MAX_DELAY_S = const(60)
 LOCK_AFTER = const(10)
+# after a pairing attempt that was abandoned (PAIR_A sent, no good PAIR_B): no new one for this
+# long, so that PAIR_REQs cannot keep the device busy with P-256 work
+ABANDON_GAP_MS = const(2000)
 
 
 class RateLimit:
@@ -15,6 +18,7 @@ class RateLimit:
         self._clock = clock_ms or time.ticks_ms
         self.failures = 0
         self._last_ms = 0
+        self._gap_ms = None  # when the last abandoned attempt ended
 
     def locked(self):
         return self.failures >= LOCK_AFTER
@@ -28,6 +32,11 @@ class RateLimit:
     def check(self):
         if self.locked():
             return errors.LOCKED_OUT, 0
+        if self._gap_ms is not None:
+            left_ms = ABANDON_GAP_MS - time.ticks_diff(self._clock(), self._gap_ms)
+            if left_ms > 0:
+                return errors.RATE_LIMITED, (left_ms + 999) // 1000
+            self._gap_ms = None
         if self.failures:
             left_ms = self.delay_s() * 1000 - time.ticks_diff(self._clock(), self._last_ms)
             if left_ms > 0:
@@ -38,5 +47,9 @@ class RateLimit:
         self.failures += 1
         self._last_ms = self._clock()
 
+    def abandoned(self):
+        self._gap_ms = self._clock()
+
     def reset(self):
         self.failures = 0
+        self._gap_ms = None

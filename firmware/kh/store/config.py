@@ -36,8 +36,8 @@ def _load(name):
     return v if isinstance(v, dict) else None
 
 
-def _save(name, obj):
-    files.write_atomic(store.path(name), json.dumps(obj).encode())
+def _save(name, obj, secret=False):
+    files.write_atomic(store.path(name), json.dumps(obj).encode(), secret)
 
 
 # ---- Wi-Fi ----
@@ -50,7 +50,7 @@ def set_wifi(ssid, password):
     # WPA needs 8 to 63 characters (or 64 hex digits), WEP 5 or 13; the radio judges the rest.
     if not isinstance(password, str) or len(password) > _MAX_PSK:
         raise StoreError("invalid_setting", "password: give at most 64 characters, or none for an open network")
-    _save(_WIFI, {"ssid": ssid, "password": password})
+    _save(_WIFI, {"ssid": ssid, "password": password}, True)
 
 
 def wifi():

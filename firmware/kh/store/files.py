@@ -7,6 +7,10 @@ from micropython import const
 
 TMP = ".tmp"
 _S_IFDIR = const(0x4000)
+# littlefs keeps a file of at most block_size/8 bytes inside its directory's metadata log, where
+# a newer version or a delete does not erase it; a secret is padded past that (a 4 KiB block)
+_NOT_INLINE = const(520)
+_SCRUB = ".scrub" + TMP
 
 
 def read(path):
@@ -17,11 +21,15 @@ def read(path):
         return None
 
 
-def write_atomic(path, data):
+def write_atomic(path, data, secret=False):
+    # secret: the file holds a secret; it is kept out of littlefs's metadata (padded with
+    # spaces, which JSON ignores), so that scrub() can erase its former versions
     tmp = path + TMP
     try:
         with open(tmp, "wb") as f:
             f.write(data)
+            if secret and len(data) < _NOT_INLINE:
+                f.write(b" " * (_NOT_INLINE - len(data)))
         os.rename(tmp, path)
     except OSError:
         remove(tmp)  # best effort: without power it fails too, and clean_tmp() gets it later
@@ -97,3 +105,19 @@ def free_bytes(path):
         return st[0] * st[3]
     except OSError:
         return -1
+
+
+def scrub(path):
+    # Overwrite every free block of the file system that holds the directory `path`: what
+    # deleted and replaced files left there (littlefs never erases a block it frees). A file
+    # of zeros fills the free space, then goes. Slow (the whole free space is written, about
+    # 40 ms a block): for factory resets and for changes that drop secrets.
+    p = path + "/" + _SCRUB
+    buf = bytes(512)
+    try:
+        with open(p, "wb") as f:
+            while True:
+                f.write(buf)
+    except OSError:
+        pass  # ENOSPC: every free block holds zeros now
+    remove(p)

@@ -164,6 +164,12 @@ def names():
     return [head["n"] for head in _heads()]
 
 
+def owner(name):
+    # The app_id that stored the rule ("" for a rule stored without one), or None: no such rule.
+    head = _head(name)
+    return None if head is None else head.get("o", "")
+
+
 def _matches(pattern, event):
     if pattern == event:
         return True
@@ -321,14 +327,22 @@ def _rewrite(new, drop):
     return matched
 
 
-def put(rules):
+def _own(heads, app_id):
+    if app_id:
+        for h in heads:
+            h["o"] = app_id
+
+
+def put(rules, app_id=None):
     # Store one rule (a dict) or many (a list), all or none; a rule whose functionName is stored
     # already is replaced in place, new ones are appended. Returns the names, in the order given.
     # The defaults that get stored (events, securityLevel) are filled into the given dicts.
+    # app_id: the app that owns them (kept in the header as "o"; owner(name) gives it).
     try:
         rules, heads = _check(rules, set())
     finally:
         _unload_schema()
+    _own(heads, app_id)
     new = _InRam(rules, heads)
     _rewrite(new, ())
     return new.names
@@ -347,7 +361,8 @@ class Stage:
     # put. abort(), a refused part, or a reboot (store.use() removes *.tmp files) leaves the
     # store as it was. RAM holds the staged names and offsets, not the rules.
     #   st = rules.Stage(); st.add(part1); st.add(part2); st.commit()
-    def __init__(self):
+    def __init__(self, app_id=None):
+        self._app = app_id
         self._path = store.path(_STAGE)
         self._f = open(self._path, "wb")
         self._seen = set()
@@ -362,6 +377,7 @@ class Stage:
         except StoreError:
             self.abort()
             raise
+        _own(heads, self._app)
         try:
             for i in range(len(rules)):
                 start = self._f.tell()

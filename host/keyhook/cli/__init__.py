@@ -17,6 +17,7 @@ import click
 
 from keyhook import KeyhookError, __version__
 from keyhook.cli._options import Interrupted
+from keyhook.text import plain
 
 # Options of the `keyhook` group that users also type after the subcommand
 # (`keyhook scan --radio X`): moved in front of it before click parses.
@@ -117,9 +118,9 @@ def fail(e: BaseException, message: str, hint: str | None, exit_code: int, as_js
     if as_json:
         click.echo(json.dumps({"error": error_code(e), "message": message, "hint": hint}))
     else:
-        click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {plain(message)}", err=True)  # a device's or a rule's words, inert
         if hint:
-            click.echo(f"hint: {hint}", err=True)
+            click.echo(f"hint: {plain(hint)}", err=True)
     if exit_code == 130:
         # Ctrl-C may land while asyncio builds or tears down a loop; leaving now spares the user
         # the interpreter's shutdown noise about it (everything that needed closing has been).

@@ -23,6 +23,7 @@ from keyhook import KeyhookError, ble
 from keyhook import rules as rules_mod
 from keyhook.cli._options import ADDRESS, Interrupted, json_option, radio_for, timeout_option, waiting
 from keyhook.session.device import TRIGGER_TIMEOUT_S, DeviceClient, onboard as onboard_device
+from keyhook.text import plain, shown  # what a device or a rule says, shown as inert text
 
 out = Console(emoji=False, soft_wrap=True)  # no :ab: emoji codes in addresses, no wrapping in pipes
 err = Console(stderr=True, emoji=False)
@@ -81,7 +82,7 @@ def scan(ctx: click.Context, timeout: float, as_json: bool) -> None:
             return
         t = Table("address", "name", "paired", "rssi")
         for r in rows:
-            t.add_row(r["address"], r["name"] or "", "yes" if r["paired"] else "no", str(r["rssi"]))
+            t.add_row(r["address"], shown(r["name"] or ""), "yes" if r["paired"] else "no", str(r["rssi"]))
         out.print(t)
     _emit(as_json, rows, human)
 
@@ -103,10 +104,10 @@ def onboard(ctx: click.Context, address: str, code: str, timeout: float, as_json
 
     def human(i):
         if i.get("already_paired"):
-            out.print(f"already paired with [bold]{i.get('name')}[/bold] ({i.get('device_id')}); nothing to do "
+            out.print(f"already paired with [bold]{shown(i.get('name'))}[/bold] ({shown(i.get('device_id'))}); nothing to do "
                       f"(to pair again: `keyhook unpair {address}`, then onboard)")
         else:
-            out.print(f"paired with [bold]{i.get('name')}[/bold] ({i.get('device_id')}), firmware {i.get('firmware')}")
+            out.print(f"paired with [bold]{shown(i.get('name'))}[/bold] ({shown(i.get('device_id'))}), firmware {shown(i.get('firmware'))}")
     _emit(as_json, info, human)
 
 
@@ -123,7 +124,7 @@ def info(ctx: click.Context, address: str, timeout: float, as_json: bool) -> Non
         t = Table(show_header=False)
         for k in ("name", "device_id", "firmware", "clock", "wifi", "rules", "pairings"):
             v = i.get(k)
-            t.add_row(k, _date(v) if k == "clock" and v else json.dumps(v) if isinstance(v, dict) else str(v))
+            t.add_row(k, _date(v) if k == "clock" and v else shown(json.dumps(v) if isinstance(v, dict) else v))
         heap = i.get("heap")
         if isinstance(heap, dict):
             t.add_row("heap", "{:.1f} KiB, {:.1f} KiB free, largest free block {:.1f} KiB, lowest free since "
@@ -163,7 +164,7 @@ def rules_push(ctx: click.Context, address: str, file: str, events: tuple[str, .
     if check_pins:
         warnings += _pin_warnings(normalised)
     for w in warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}")
+        err.print(f"[yellow]warning:[/yellow] {shown(w)}")
     radio = _radio(ctx)
     client = DeviceClient(address, radio=radio, timeout=timeout)
 
@@ -183,7 +184,7 @@ def rules_push(ctx: click.Context, address: str, file: str, events: tuple[str, .
         raise Interrupted("interrupted before the device committed; it keeps the rules it had",
                           hint="push again") from None
     _emit(as_json, {"stored": stored, "warnings": [str(w) for w in warnings]},
-          lambda r: out.print(f"stored {len(r['stored'])} rule(s): {', '.join(r['stored'])}"))
+          lambda r: out.print(f"stored {len(r['stored'])} rule(s): {shown(', '.join(map(str, r['stored'])))}"))
 
 
 def _pin_warnings(rules: list[dict]) -> list[rules_mod.Warning_]:
@@ -221,7 +222,7 @@ def rules_list(ctx: click.Context, address: str, timeout: float, as_json: bool) 
             return
         t = Table("name", "host", "level", "auth", "events")
         for r in rs:
-            t.add_row(*(str(r.get(k, "")) if not isinstance(r.get(k), list) else ", ".join(r[k])
+            t.add_row(*(shown(r.get(k, "")) if not isinstance(r.get(k), list) else shown(", ".join(map(str, r[k])))
                         for k in ("name", "host", "level", "auth", "events")))
         out.print(t)
     _emit(as_json, data, human)
@@ -238,7 +239,7 @@ def rules_rm(ctx: click.Context, address: str, function: str, timeout: float, as
     deleted = _with_device(ctx, address, lambda d: d.delete_rule(function), timeout)
     if not deleted:
         raise KeyhookError(f"the device has no rule {function!r}", hint="`keyhook rules list ADDRESS` shows its rules")
-    _emit(as_json, {"removed": function}, lambda r: out.print(f"removed {function!r}"))
+    _emit(as_json, {"removed": function}, lambda r: out.print(f"removed {shown(repr(function))}"))
 
 
 @click.command()
@@ -260,12 +261,12 @@ def trigger(ctx: click.Context, address: str, function: str, no_wait: bool, time
         if r.get("queued") and no_wait:
             out.print("queued")
         elif r.get("queued"):
-            out.print(f"{function}: still queued or retrying; is the device on Wi-Fi (`keyhook info`)? "
+            out.print(f"{shown(function)}: still queued or retrying; is the device on Wi-Fi (`keyhook info`)? "
                       "`keyhook log` shows how it ends")
         elif r.get("error"):
-            out.print(f"[red]{function}: {r['error']}[/red] {r.get('message', '')} (sent: {r.get('sent')})")
+            out.print(f"[red]{shown(function)}: {shown(r['error'])}[/red] {shown(r.get('message', ''))} (sent: {shown(r.get('sent'))})")
         else:
-            out.print(f"{function}: HTTP {r.get('status')} in {r.get('elapsed_ms')} ms")
+            out.print(f"{shown(function)}: HTTP {shown(r.get('status'))} in {shown(r.get('elapsed_ms'))} ms")
     _emit(as_json, result, human)
     if not no_wait and result.get("status") is None:
         ctx.exit(1)
@@ -281,7 +282,7 @@ def trigger(ctx: click.Context, address: str, function: str, no_wait: bool, time
 def wifi(ctx: click.Context, address: str, ssid: str, password: str, timeout: float, as_json: bool) -> None:
     """Give the device Wi-Fi credentials (over the encrypted session only)."""
     _with_device(ctx, address, lambda d: d.wifi(ssid, password), timeout)
-    _emit(as_json, {"ssid": ssid, "stored": True}, lambda r: out.print(f"Wi-Fi {ssid!r} stored; the device connects now"))
+    _emit(as_json, {"ssid": ssid, "stored": True}, lambda r: out.print(f"Wi-Fi {shown(repr(ssid))} stored; the device connects now"))
 
 
 @click.command("time")
@@ -307,7 +308,7 @@ def log(ctx: click.Context, address: str, lines: int, timeout: float, as_json: b
 
     data = _with_device(ctx, address, lambda d: d.log(lines), timeout)
     _emit(as_json, [parse_line(line) for line in data],
-          lambda _: [out.print(line, markup=False, highlight=False) for line in data])
+          lambda _: [out.print(plain(line), markup=False, highlight=False) for line in data])
 
 
 @click.command()
@@ -351,7 +352,19 @@ def pairing_open(ctx: click.Context, address: str, seconds: int, timeout: float,
     """Open a pairing window; prints a one-time setup code for the other app."""
     code = _with_device(ctx, address, lambda d: d.open_pairing(seconds), timeout)
     _emit(as_json, {"code": code, "seconds": seconds},
-          lambda r: out.print(f"one-time setup code (valid {seconds} s): [bold]{code}[/bold]"))
+          lambda r: out.print(f"one-time setup code (valid {seconds} s): [bold]{shown(code)}[/bold]"))
+
+
+@pairing.command("admin")
+@click.argument("address", type=ADDRESS)
+@click.argument("app_id")
+@timeout_option()
+@json_option
+@click.pass_context
+def pairing_admin(ctx: click.Context, address: str, app_id: str, timeout: float, as_json: bool) -> None:
+    """Hand the admin role to the paired app APP_ID; this app becomes a guest."""
+    _with_device(ctx, address, lambda d: d.hand_over_admin(app_id), timeout)
+    _emit(as_json, {"admin": app_id}, lambda r: out.print(f"{shown(app_id)} is the admin now; this app is a guest"))
 
 
 @click.group()
@@ -387,8 +400,8 @@ def trust_add(ctx: click.Context, address: str, cert: str, timeout: float, as_js
     remember_root(ders[0], _roots_dir())
     [root] = describe_roots([{"id": root_id, "added": True}], _roots_dir())
     _emit(as_json, root, lambda r: out.print(
-        f"added root {r['id']} ({r['subject']}, expires {r['expires']}); remove it with "
-        f"`keyhook trust rm {address} {r['id']}`", markup=False, highlight=False))
+        plain(f"added root {r['id']} ({r['subject']}, expires {r['expires']}); remove it with "
+              f"`keyhook trust rm {address} {r['id']}`"), markup=False, highlight=False))
 
 
 @trust.command("list")
@@ -405,7 +418,7 @@ def trust_list(ctx: click.Context, address: str, timeout: float, as_json: bool) 
     def human(rs):
         t = Table("id", "subject", "expires", "added")
         for r in rs:
-            t.add_row(r["id"], r["subject"] or "(unknown to this host)", r["expires"] or "",
+            t.add_row(shown(r["id"]), shown(r["subject"] or "(unknown to this host)"), shown(r["expires"] or ""),
                       "yes" if r.get("added") else "")
         out.print(t)
     _emit(as_json, roots, human)
@@ -421,7 +434,7 @@ def trust_rm(ctx: click.Context, address: str, root_id: str, timeout: float, as_
     """Remove the root ROOT_ID (from `keyhook trust list`) from the device's trust store."""
     if not _with_device(ctx, address, lambda d: d.trust_remove(root_id), timeout):
         raise KeyhookError(f"the device has no root {root_id!r}", hint="`keyhook trust list ADDRESS` shows the ids")
-    _emit(as_json, {"removed": root_id}, lambda r: out.print(f"removed root {root_id}"))
+    _emit(as_json, {"removed": root_id}, lambda r: out.print(f"removed root {shown(root_id)}"))
 
 
 COMMANDS = [scan, onboard, info, rules, trigger, wifi, time_, log, unpair, reset, pairing, trust]

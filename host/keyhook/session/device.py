@@ -53,6 +53,11 @@ async def onboard(address: str, code: str, *, radio: str | None = None, keystore
         return {**await dev.info(), "already_paired": False}
 
 
+ERASE_TIMEOUT_S = 120.0  # a 2 MB ESP32 data partition is overwritten in well under this
+ERASING_OPS = frozenset({"rules.put", "rules.stage", "rules.commit", "rules.delete", "wifi", "unpair",
+                         "pairing.remove", "reset"})
+
+
 class DeviceClient:
     """A paired device: `async with DeviceClient(addr) as dev: await dev.info()`."""
 
@@ -86,9 +91,15 @@ class DeviceClient:
             await cm.__aexit__(*exc)
 
     async def request(self, op: str, **fields: Any) -> dict:
-        """Send one operation; return the response (a refusal raises `RequestFailed`)."""
+        """Send one operation; return the response (a refusal raises `RequestFailed`).
+
+        Operations that may drop secrets wait up to `ERASE_TIMEOUT_S`: the device then
+        overwrites its free flash before it answers (PROTOCOL.md section 8)."""
         log.info("request %s", op)  # the operation only: fields may hold secrets
-        reply = await self.session.request(op, **fields)
+        if op in ERASING_OPS:
+            reply = await self.session.request(op, timeout=ERASE_TIMEOUT_S, **fields)
+        else:
+            reply = await self.session.request(op, **fields)
         log.debug("reply to %s: ok", op)
         return reply
 
@@ -167,8 +178,14 @@ class DeviceClient:
     async def open_pairing(self, seconds: int = 300) -> str:
         return (await self.request("pairing.open", seconds=seconds))["code"]
 
+    async def hand_over_admin(self, app_id: str) -> str:
+        """Make the paired app `app_id` the admin; this app becomes a guest (admin only)."""
+        return (await self.request("pairing.admin", app_id=app_id))["admin"]
+
     async def unpair(self) -> None:
-        """Remove this app's pairing on the device, then the local key.
+        """Remove this app's pairing on the device, then the local key. The admin must hand its
+        role over first while other apps are paired; the last app to leave factory-resets the
+        device (its rules, tokens and Wi-Fi go with it).
 
         If the answer does not arrive (the link drops first; NimBLE may discard a notification
         queued when a link ends), the host reconnects and asks: a device that answers `not_paired`

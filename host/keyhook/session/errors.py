@@ -155,8 +155,8 @@ def device_error(code: int, retry_after_s: int, device_message: str) -> DeviceEr
         4: (f"too many failed pairing attempts; the device refuses pairing for {wait} s",
             f"wait {wait} s, then try again with the right code"),
         5: ("the device is locked out after too many failed pairing attempts",
-            "press the device's button (a simulated device: `keyhook sim press ADDRESS`) or power-cycle it, "
-            "then pair again with the right code"),
+            "hold the device's button down for 3 s (a simulated device: `keyhook sim press ADDRESS --hold 3`) "
+            "or power-cycle it, then pair again with the right code"),
         6: ("the device is already paired and does not accept new apps now",
             "ask an admin app to open a pairing window and pair with the one-time code it shows"),
         7: ("the device could not authenticate this app (the pairing keys differ)",

@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -38,6 +39,16 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` (mode 0700) or make it so; refuse a directory another user owns."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & stat.S_ISVTX:  # another user's, or shared like /tmp
+        raise KeyhookError(f"{path} is not a directory of your own; a simulated device's state and radio "
+                           "must be private", hint="give a new directory (e.g. /tmp/radio, not /tmp)")
+    os.chmod(path, 0o700)
 
 
 class SimDevice:
@@ -74,8 +85,8 @@ class SimDevice:
 
     def start(self, timeout: float = 30.0) -> "SimDevice":
         """Boot the firmware and wait until it advertises."""
-        self.radio.mkdir(parents=True, exist_ok=True)
-        self.state.mkdir(parents=True, exist_ok=True)
+        private_dir(self.radio)  # its sockets: only this user connects, or presses the button
+        private_dir(self.state)  # its flash image holds keys
         env = mp.micropython_env(firmware=self.firmware)
         env.update(vradio.device_env(self.radio, self.state))
         env.update(self.code.env())

@@ -62,8 +62,8 @@ def trace_writes():
     # Log every atomic write (with the refresh token it stores) into EVENTS.
     real = files.write_atomic
 
-    def write_atomic(path, data):
-        real(path, data)
+    def write_atomic(path, data, *secret):
+        real(path, data, *secret)
         try:
             rt = json.loads(data).get("rt")
         except ValueError:
@@ -95,7 +95,7 @@ def stored(state_dir, d=None):
             return {"files": names}
         return json.loads(files.read(state_dir + "/" + names[0]))
     a = d["authentication"]
-    fp = tokens._fingerprint(a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"), a)
+    fp = tokens._fingerprint(a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"), a, d)
     return tokens.Tokens(state_dir)._load(fp)
 
 
