@@ -67,8 +67,14 @@ print(json.dumps({"paired": paired, "session": ch.app_id is not None, "frames": 
 """
 
 
+def _mpy_cross() -> str:
+    from keyhook.boards.build import mpy_cross_binary
+
+    return mpy_cross_binary()
+
+
 def compile_firmware(dest: Path) -> Path:
-    mpy_cross = Path(mp.micropython_binary()).with_name("mpy-cross")
+    mpy_cross = _mpy_cross()
     for src in FIRMWARE.rglob("*.py"):
         out = dest / src.relative_to(FIRMWARE).with_suffix(".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +89,7 @@ def run_in_heap(tmp_path: Path, heap: int) -> dict:
     script = tmp_path / "heap_run.py"
     script.write_text(SCRIPT.replace("ROOT", repr(str(tmp_path / "store"))).replace("ZFILE", repr(str(zfile))))
     mpy_script = tmp_path / "heap_run.mpy"
-    subprocess.run([str(Path(mp.micropython_binary()).with_name("mpy-cross")), "-o", str(mpy_script), str(script)],
-                   check=True)
+    subprocess.run([_mpy_cross(), "-o", str(mpy_script), str(script)], check=True)
     proc = subprocess.run(mp.micropython_cmd("-m", [], heap)[:-1] + ["-m", "heap_run"],
                           env=mp.micropython_env([tmp_path], fw), capture_output=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()

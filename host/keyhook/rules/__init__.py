@@ -26,6 +26,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyhook import KeyhookError
 
+# the names the rule format defines (docs/rule-format.md); the device's validator checks them
+LEVELS = ("TlsWithCACheck", "TlsPinnedCertificate", "TlsAllowSelfSigned", "AllowHttp")
+AUTH_TYPES = ("None", "OAuth2IssuedAccessToken", "OAuth2IssuedRefreshToken")
 INSECURE_LEVELS = ("TlsAllowSelfSigned", "AllowHttp")
 LOCAL_NETWORKS = [ipaddress.ip_network(n) for n in (
     "127.0.0.0/8", "169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
