@@ -44,6 +44,9 @@ def _register() -> None:
     from keyhook.commands import device
     for command in device.COMMANDS:
         cli.add_command(command)
+    from keyhook.commands import cloud
+    for command in cloud.COMMANDS:
+        cli.add_command(command)
     # COMMANDS-END
     pass
 

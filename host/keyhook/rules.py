@@ -129,7 +129,8 @@ def normalise(webhook: dict, events: tuple[str, ...] | list[str] | None = None) 
         raise fail("definition.url", "spaces and port 0 are not allowed", hint="percent-encode spaces as %20")
     out_def["url"] = url
 
-    level = d.get("securityLevel", "TlsWithCACheck")
+    # Integrators' clients send explicit nulls for unused fields: null means "not given".
+    level = d.get("securityLevel") if d.get("securityLevel") is not None else "TlsWithCACheck"
     if level not in LEVELS:
         raise fail("definition.securityLevel", f"{level!r} is not one of {', '.join(LEVELS)}")
     out_def["securityLevel"] = level
@@ -176,7 +177,7 @@ def normalise(webhook: dict, events: tuple[str, ...] | list[str] | None = None) 
             raise fail("definition.additionalHttpHeaders", f"header {k!r} has a forbidden character")
     if headers:
         out_def["additionalHttpHeaders"] = dict(headers)
-    timeout = d.get("timeout", 3000)
+    timeout = d.get("timeout") if d.get("timeout") is not None else 3000
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= MAX_TIMEOUT_MS:
         raise fail("definition.timeout", f"{timeout!r} is not a number of milliseconds from 1 to {MAX_TIMEOUT_MS}")
     out_def["timeout"] = timeout
