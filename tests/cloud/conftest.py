@@ -4,7 +4,9 @@ KEYHOOK_TEST_POSTGRES_URL names a server, as `.ci/run` sets it), the app in proc
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cloudkit import PG_ENV, Served, new_database, seed  # noqa: E402
+from keyhook.cloud.db import Database  # noqa: E402
 
 
 def _backends():
@@ -25,16 +28,31 @@ def backend(request) -> str:
     return request.param
 
 
-@pytest.fixture
-def db(tmp_path, backend):
-    d = new_database(tmp_path, backend)
-    yield d
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    """One migrated and seeded SQLite file, copied for each test (migrating and hashing
+    passwords with Argon2 for every test would dominate the run)."""
+    d = new_database(tmp_path_factory.mktemp("template"), "sqlite")
+    s = seed(d)
     d.dispose()
+    return Path(d.url.removeprefix("sqlite:///")), s
 
 
 @pytest.fixture
-def cloud(db):
-    return seed(db)
+def cloud(tmp_path, backend, sqlite_template):
+    if backend == "sqlite":
+        path, template = sqlite_template
+        shutil.copyfile(path, tmp_path / "cloud.db")
+        s = dataclasses.replace(template, db=Database(str(tmp_path / "cloud.db")))
+    else:
+        s = seed(new_database(tmp_path, backend))
+    yield s
+    s.db.dispose()
+
+
+@pytest.fixture
+def db(cloud):
+    return cloud.db
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def client_add(db: Database, name: str, redirect_uris: list[str], *, public: boo
     client_id = secrets.token_hex(12)
     secret = None if public else secrets.token_urlsafe(32)
     with db.write() as s:
-        s.add(OAuthClient(client_id=client_id, client_secret_hash=hash_password(secret) if secret else None, name=name,
+        s.add(OAuthClient(client_id=client_id, client_secret_hash=oauth.token_hash(secret) if secret else None, name=name,
                           redirect_uris="\n".join(redirect_uris), grant_types="authorization_code refresh_token"))
     return {"client_id": client_id, "client_secret": secret, "name": name, "redirect_uris": redirect_uris,
             "public": public}

@@ -401,7 +401,7 @@ def create_app(db: Database) -> FastAPI:
                 raise Problem(413, "Content Too Large", "the form is too large")
             form = await read_form(request)
         server.set_base_url(str(request.base_url))
-        return OAuthRequest(request.method, str(request.url), dict(request.headers), dict(request.query_params), form)
+        return OAuthRequest(request.method, str(request.url), request.headers, dict(request.query_params), form)
 
     @app.get("/.well-known/oauth-authorization-server")
     def metadata(request: Request):
