@@ -147,3 +147,31 @@ def enable(api, cloud: Seed, system_id: str | None = None, user: str | None = No
 
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
+
+
+def app_signed_in(config: Path, served: "Served", cloud: Seed) -> "CloudApp":
+    """The app's state as `keyhook cloud login` leaves it, with a token the admin issued (the
+    device grant itself is exercised by test_whole_path and test_oauth)."""
+    import json
+    from keyhook.cloud.appside import CloudApp
+    t = admin.token_issue(cloud.db, cloud.owner, admin.APP_CLIENT_ID)
+    (config / "cloud").mkdir(parents=True, exist_ok=True)
+    (config / "cloud" / "session.json").write_text(json.dumps({
+        "url": served.url, "cafile": served.cert, "client_id": admin.APP_CLIENT_ID,
+        "access_token": t["access_token"], "refresh_token": t["refresh_token"],
+        "expires_at": int(time.time()) + t["expires_in"]}))
+    return CloudApp(config)
+
+
+def raw_database_bytes(db: Database) -> bytes:
+    """What a thief gets: the SQLite files as they are on disk, or PostgreSQL's rows as text."""
+    if db.is_sqlite:
+        path = Path(db.url.removeprefix("sqlite:///"))
+        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    from sqlalchemy import inspect, text
+    out = []
+    with db.engine.connect() as conn:
+        for table in inspect(db.engine).get_table_names():
+            for row in conn.execute(text(f'SELECT * FROM "{table}"')):
+                out.append(repr(tuple(row)).encode())
+    return b"\n".join(out)
