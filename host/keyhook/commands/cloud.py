@@ -70,7 +70,8 @@ def serve(db_url, bind, tls_cert, tls_key, workers, log_level) -> None:
     if bool(tls_cert) != bool(tls_key):
         raise KeyhookError("--tls-cert and --tls-key go together", hint="give both, or neither for a self-made certificate")
     if not tls_cert:
-        where = Path(db.url.removeprefix("sqlite:///")).parent if db.is_sqlite else Path(platformdirs.user_data_dir("keyhook"))
+        from keyhook.keystore import config_dir
+        where = Path(db.url.removeprefix("sqlite:///")).parent if db.is_sqlite else config_dir()
         tls_cert, tls_key = (str(p) for p in make_self_signed(where / "cloud-tls"))
     pin = spki_pin(Path(tls_cert).read_bytes())
     shown = f"[{host}]" if ":" in host else host
