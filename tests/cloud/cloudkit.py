@@ -87,21 +87,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 class Served:
     """`keyhook cloud serve` in a subprocess on 127.0.0.1 (a free port), self-made certificate."""
 
-    def __init__(self, db_url: str, workdir: Path, workers: int = 1) -> None:
+    def __init__(self, db_url: str, workdir: Path, workers: int = 1, log_level: str = "info") -> None:
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         env = dict(os.environ, KEYHOOK_CONFIG=str(workdir / "server-config"))
         self.log = workdir / f"serve-{self.port}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "keyhook", "cloud", "serve", "--db", db_url, "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers)], env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+             "--workers", str(workers), "--log-level", log_level], env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
             text = self.log.read_text(errors="replace")
-            if "Uvicorn running" in text or "Application startup complete" in text:
+            if "Uvicorn running" in text or "Application startup complete" in text or (
+                    log_level != "info" and "pin: " in text and _listening(self.port)):
                 break
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -175,3 +182,35 @@ def raw_database_bytes(db: Database) -> bytes:
             for row in conn.execute(text(f'SELECT * FROM "{table}"')):
                 out.append(repr(tuple(row)).encode())
     return b"\n".join(out)
+
+
+class TempPostgres:
+    """A PostgreSQL for `make bench` when KEYHOOK_TEST_POSTGRES_URL is not set: the same recipe
+    as .ci/postgres.sh (a data directory of its own, 127.0.0.1 only, stopped afterwards)."""
+
+    def __init__(self) -> None:
+        import glob
+        import shutil
+        import tempfile
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not bins:
+            raise RuntimeError("no PostgreSQL installed (Debian's postgresql; .ci/run installs it)")
+        self.bin = Path(bins[-1])
+        self.dir = Path(tempfile.mkdtemp(prefix="keyhook-pg-"))
+        self.port = free_port()
+        self._as = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+        if os.getuid() == 0:
+            shutil.chown(self.dir, "postgres")
+        subprocess.run([*self._as, str(self.bin / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres",
+                        "-A", "trust", "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+        subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-l",
+                        str(self.dir / "server.log"), "-w", "-o",
+                        f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
+                        "-c max_connections=300", "start"], check=True, capture_output=True)
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        import shutil
+        subprocess.run([*self._as, str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -56,11 +56,23 @@ class Database:
 
             @event.listens_for(self.engine, "begin")
             def _begin(conn):
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("kh_write") else "BEGIN")
+                # Writes take the write lock at BEGIN; reads run each statement on its own
+                # (SQLite's autocommit), which costs no BEGIN/ROLLBACK.
+                if conn.get_execution_options().get("kh_write"):
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
-            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_recycle=1800)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(kh_write=True), expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def connect(self):
+        """A Core connection for read-only queries (PostgreSQL: autocommit, no BEGIN/ROLLBACK
+        round trips; each statement sees committed data)."""
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:

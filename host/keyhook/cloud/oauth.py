@@ -267,18 +267,26 @@ class TokenError(Exception):
         self.description = description
 
 
-def authenticate_bearer(db: Database, authorization: str | None) -> Caller:
-    """Check `Authorization: Bearer TOKEN` (RFC 6750 section 2.1); raises TokenError."""
+_TOKEN_QUERY = (select(OAuthToken.user_id, OAuthToken.client_id, OAuthToken.revoked, OAuthToken.access_expires_at,
+                       OAuthClient.is_app)
+                .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id))
+
+
+def authenticate_bearer(db: Database, authorization: str | None, conn=None) -> Caller:
+    """Check `Authorization: Bearer TOKEN` (RFC 6750 section 2.1); raises TokenError.
+
+    `conn`: an open SQLAlchemy Connection to run the lookup on (else one is taken from the pool)."""
     if not authorization:
         raise TokenError("invalid_request", "no access token: send Authorization: Bearer TOKEN")
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise TokenError("invalid_request", "the Authorization header is not a Bearer token")
-    with db.read() as s:
-        row = s.execute(select(OAuthToken.user_id, OAuthToken.client_id, OAuthToken.revoked,
-                               OAuthToken.access_expires_at, OAuthClient.is_app)
-                        .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
-                        .where(OAuthToken.access_token_hash == token_hash(value.strip()))).first()
+    query = _TOKEN_QUERY.where(OAuthToken.access_token_hash == token_hash(value.strip()))
+    if conn is None:
+        with db.connect() as c:
+            row = c.execute(query).first()
+    else:
+        row = conn.execute(query).first()
     if row is None:
         raise TokenError("invalid_token", "the access token is not known")
     if row.revoked:
