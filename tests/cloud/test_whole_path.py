@@ -146,3 +146,29 @@ def test_a_stolen_database_and_integrator_token_open_nothing(served, cloud, tmp_
     sk = sealing.open_private_key(system.sealed_private_key, system_key, cloud.system_id)
     assert sealing.open_definition(w.sealed, sk, system_id=cloud.system_id, webhook_id=wid, version=1,
                                    key_id=w.key_id)["body"]["content"]["auth"] == SECRET
+
+
+def test_the_server_output_holds_no_secret(served, cloud, tmp_path):
+    """uvicorn's access log prints query strings; the sample client sends its secret there."""
+    from cloudkit import app_signed_in
+    app_signed_in(tmp_path / "app", served, cloud).enable("Home")
+    c = cloud.client
+    t = __import__("keyhook.cloud.admin", fromlist=["x"]).token_issue(cloud.db, cloud.owner, c["client_id"])
+    with served.client() as http:
+        r = http.post("/oauth/token", params={"grant_type": "refresh_token", "refresh_token": t["refresh_token"],
+                                              "client_id": c["client_id"], "client_secret": c["client_secret"]})
+        assert r.status_code == 200, r.text
+        h = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        path = f"/3rd-party/api/systems/{cloud.system_id}/function-webhooks"
+        assert http.post(path, json=webhook(), headers=h).status_code == 201
+        bad = webhook("bad", url=f"ftp://ha.example.org/{SECRET}")
+        r = http.post(path, json=bad, headers=h)
+        assert r.status_code == 400 and r.json()["field"] == "definition.url"
+        assert SECRET not in r.text  # the error names the field, not the value
+        http.get("/no/such/path?token=" + SECRET)
+    time.sleep(0.5)
+    out = served.output()
+    assert '"POST /oauth/token" 200' in out and f'"POST {path}" 201' in out and f'"POST {path}" 400' in out
+    for s in (c["client_secret"], t["refresh_token"], r.request.headers.get("authorization", "x")[7:] or "x",
+              SECRET, SECRET[::-1]):
+        assert s not in out

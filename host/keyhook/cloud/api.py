@@ -70,6 +70,26 @@ LIST_QUERY = text(
     "WHERE s.id = :system_id ORDER BY w.created_at, w.id")
 
 
+def redact(message: str, definition: Any) -> str:
+    """`message` without any string value of `definition` of 6 characters or more (a URL, a
+    token, a header value): errors never echo what might be a secret."""
+    values: list[str] = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str) and len(v) >= 6:
+            values.append(v)
+    walk(definition)
+    for v in sorted(values, key=len, reverse=True):
+        message = message.replace(repr(v), "(the given value)").replace(v, "(the given value)")
+    return message
+
+
 def webhook_json(w: Webhook) -> dict:
     """The integrator-facing shape: every key present, never the definition."""
     return {"functionWebhookId": w.id, "integrationName": w.integration_name, "locationName": w.location_name,
@@ -201,8 +221,9 @@ def create_app(db: Database) -> FastAPI:
             # The one definition pipeline: exactly what `keyhook rules push` checks.
             rules.normalise({"functionName": names["functionName"], "definition": definition})
         except rules.RuleError as e:
-            field = str(e).split(": ", 2)[1] if str(e).count(": ") >= 2 else "definition"
-            raise bad(field, str(e).split(": ", 2)[-1], e.hint) from None
+            message = redact(str(e), definition)
+            field = message.split(": ", 2)[1] if message.count(": ") >= 2 else "definition"
+            raise bad(field, message.split(": ", 2)[-1], e.hint) from None
         return names, definition
 
     # ------------------------------------------------------------------ integrator API
@@ -514,6 +535,7 @@ def create_app(db: Database) -> FastAPI:
             return None
         return user
 
+    app.add_middleware(AccessLog)
     return app
 
 
@@ -543,6 +565,30 @@ def _login_fields() -> str:
 def _page(title: str, body: str) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
             f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+class AccessLog:
+    """ASGI middleware: one log line per request with method, path and status, and never the
+    query string (a published client sends its client secret there) nor any header or body."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.log = logging.getLogger("keyhook.cloud.access")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.log.isEnabledFor(logging.INFO):
+            return await self.app(scope, receive, send)
+        status = [0]
+
+        async def send_(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, send_)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            self.log.info('%s "%s %s" %d', client[0], scope["method"], scope["path"], status[0])
 
 
 def bare_app() -> FastAPI:

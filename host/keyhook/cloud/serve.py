@@ -14,6 +14,7 @@ from keyhook.cloud.api import create_app
 from keyhook.cloud.db import Database
 
 ENV_DB = "KEYHOOK_CLOUD_DB"
+ENV_LOG = "KEYHOOK_CLOUD_LOG_LEVEL"
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -24,6 +25,9 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 
 def app_from_env():
+    import logging
+    logging.basicConfig(level=os.environ.get(ENV_LOG, "info").upper(),
+                        format="%(levelname)s:     %(name)s %(message)s")
     db = Database(os.environ[ENV_DB])
     db.check_migrated()
     return create_app(db)
@@ -32,6 +36,8 @@ def app_from_env():
 def serve(db_url: str, host: str, port: int, cert: str, key: str, *, workers: int = 1, log_level: str = "info") -> None:
     import uvicorn
     os.environ[ENV_DB] = db_url
+    os.environ[ENV_LOG] = log_level
+    # uvicorn's own access log would print query strings (secrets, for one client): ours does not.
     uvicorn.run("keyhook.cloud.serve:app_from_env", factory=True, host=host, port=port, ssl_certfile=cert,
                 ssl_keyfile=key, workers=workers, log_level=log_level, server_header=False,
-                proxy_headers=False)
+                proxy_headers=False, access_log=False)
