@@ -156,7 +156,7 @@ def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-def app_signed_in(config: Path, served: "Served", cloud: Seed) -> "CloudApp":
+def app_signed_in(config: Path, served: "Served", cloud: Seed):
     """The app's state as `keyhook cloud login` leaves it, with a token the admin issued (the
     device grant itself is exercised by test_whole_path and test_oauth)."""
     import json

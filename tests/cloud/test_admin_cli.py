@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
@@ -16,7 +15,6 @@ from sqlalchemy import func, select
 from keyhook.cloud.db import Database
 from keyhook.cloud.models import Base, User
 
-from cloudkit import Served
 
 
 def kh(*args, config=None, check=True):

@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from keyhook.cloud import admin, sealing
 from keyhook.cloud.models import OAuthToken, Webhook
 
-from cloudkit import bearer, definition, enable, webhook
+from cloudkit import bearer, enable, webhook
 
 API = "/3rd-party/api"
 WEBHOOK_KEYS = {"functionWebhookId", "integrationName", "locationName", "functionName", "expiresAt", "modificationState"}

@@ -134,7 +134,6 @@ def test_a_stolen_database_and_integrator_token_open_nothing(served, cloud, tmp_
     raw = raw_database_bytes(cloud.db)
     system_key = app.system_key(cloud.system_id)
     assert system_key not in raw and system_key.hex().encode() not in raw
-    from sqlalchemy import select
     from keyhook.cloud.models import System, Webhook
     with cloud.db.read() as s:
         system = s.get(System, cloud.system_id)

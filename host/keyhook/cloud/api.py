@@ -28,13 +28,13 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select, text
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from keyhook import rules
 from keyhook.cloud import sealing
 from keyhook.cloud.db import Database
 from keyhook.cloud.models import DeviceGrant, OAuthClient, QuotaOverride, System, User, Webhook
-from keyhook.cloud.oauth import OAuth2Error, Request as OAuthRequest, Server, TokenError, authenticate_bearer, now
+from keyhook.cloud.oauth import OAuth2Error, Request as OAuthRequest, Server, TokenError, authenticate_bearer
 from keyhook.cloud.passwords import verify
 
 log = logging.getLogger("keyhook.cloud")
