@@ -171,3 +171,41 @@ def test_the_server_output_holds_no_secret(served, cloud, tmp_path):
     for s in (c["client_secret"], t["refresh_token"], r.request.headers.get("authorization", "x")[7:] or "x",
               SECRET, SECRET[::-1]):
         assert s not in out
+
+
+def test_a_hostile_cloud_cannot_swap_or_alter_what_the_app_opens(served, cloud, tmp_path):
+    """The cloud (or a thief with write access) moves one webhook's ciphertext onto another,
+    or replaces a pending update: the app refuses to open, approve or assign either."""
+    from sqlalchemy import update
+    from cloudkit import app_signed_in
+    from keyhook.cloud import sealing
+    from keyhook.cloud.appside import CloudError
+    from keyhook.cloud.models import Webhook
+    app = app_signed_in(tmp_path / "app", served, cloud)
+    app.enable("Home")
+    h = {"Authorization": f"Bearer {cloud.token()}"}
+    path = f"/3rd-party/api/systems/{cloud.system_id}/function-webhooks"
+    with served.client() as http:
+        a = http.post(path, json=webhook("A", url="https://a.example/hook"), headers=h).json()["functionWebhookId"]
+        b = http.post(path, json=webhook("B", url="https://b.example/hook"), headers=h).json()["functionWebhookId"]
+        assert http.put(f"{path}/{b}", json=webhook("B", url="https://b2.example/hook"), headers=h).status_code == 202
+    with cloud.db.write() as s:
+        sealed_a = s.get(Webhook, a).sealed
+        s.execute(update(Webhook).where(Webhook.id == b).values(sealed=sealed_a))  # A's blob on B
+    with cloud.db.write() as s:
+        c = s.get(Webhook, a)
+        c.modification_state, c.pending_sealed, c.pending_key_id = "UpdateRequested", sealed_a, c.key_id  # replayed as v2
+
+    pulled = {w["functionWebhookId"]: w for w in app.pull()}
+    assert pulled[a]["opened"] is False and pulled[b]["opened"] is False
+    assert "does not open" in pulled[b]["target"]
+    for wid in (a, b):
+        with pytest.raises(sealing.SealError):
+            app.decide(wid, True)
+        with pytest.raises(sealing.SealError):
+            app.rule_for(wid)
+    # Rejecting needs nothing opened, and puts A back to what the integrator registered.
+    assert app.decide(a, False)["result"] == "rejected"
+    assert {w["functionWebhookId"]: w for w in app.pull()}[a]["target"].startswith("POST https://a.example/")
+    with pytest.raises(CloudError):
+        app.decide(a, False)  # nothing waits any more: 409

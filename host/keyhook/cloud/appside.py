@@ -213,15 +213,20 @@ class CloudApp:
                 continue
             data, sk = self._open_system(s["systemId"])
             for w in data["functionWebhooks"]:
-                item = {**w, "systemId": s["systemId"], "systemName": s["systemName"]}
-                item["definition"] = sealing.open_definition(
-                    base64.b64decode(w["sealed"]), sk, system_id=s["systemId"], webhook_id=w["functionWebhookId"],
-                    version=w["version"], key_id=w["keyId"])
-                item["pendingDefinition"] = None
-                if w["pendingSealed"]:
-                    item["pendingDefinition"] = sealing.open_definition(
-                        base64.b64decode(w["pendingSealed"]), sk, system_id=s["systemId"],
-                        webhook_id=w["functionWebhookId"], version=w["version"] + 1, key_id=w["pendingKeyId"])
+                item = {**w, "systemId": s["systemId"], "systemName": s["systemName"], "definition": None,
+                        "pendingDefinition": None, "error": None}
+                # A blob that does not open (altered, or moved from another webhook or version by a
+                # hostile or broken cloud) is reported, never used.
+                try:
+                    item["definition"] = sealing.open_definition(
+                        base64.b64decode(w["sealed"]), sk, system_id=s["systemId"],
+                        webhook_id=w["functionWebhookId"], version=w["version"], key_id=w["keyId"])
+                    if w["pendingSealed"]:
+                        item["pendingDefinition"] = sealing.open_definition(
+                            base64.b64decode(w["pendingSealed"]), sk, system_id=s["systemId"],
+                            webhook_id=w["functionWebhookId"], version=w["version"] + 1, key_id=w["pendingKeyId"])
+                except sealing.SealError as e:
+                    item["error"] = str(e)
                 out.append(item)
         return out
 
@@ -232,11 +237,17 @@ class CloudApp:
     def _find(self, webhook_id: str) -> dict:
         for w in self.open_all():
             if w["functionWebhookId"] == webhook_id:
+                if w["error"]:
+                    raise sealing.SealError(w["error"], hint="reject the change, or ask the integrator to register it again")
                 return w
         raise CloudError(f"no function webhook {webhook_id!r} on this account's systems",
                          hint="`keyhook webhooks pull` lists them")
 
     def decide(self, webhook_id: str, approve: bool) -> dict:
+        if not approve:  # rejecting needs nothing opened
+            for w in self.open_all():
+                if w["functionWebhookId"] == webhook_id:
+                    return self.request("POST", f"/app/api/systems/{w['systemId']}/function-webhooks/{webhook_id}/reject")
         w = self._find(webhook_id)
         if approve and w["modificationState"] == "UpdateRequested":
             # The owner approves what they can read: the new definition must open and validate.
@@ -280,4 +291,5 @@ def summary(w: dict) -> dict:
             "integrationName": w["integrationName"], "clientName": w.get("clientName"),
             "locationName": w["locationName"], "functionName": w["functionName"], "expiresAt": w["expiresAt"],
             "version": w["version"], "modificationState": w["modificationState"],
-            "target": target(w["definition"]), "pendingTarget": target(w["pendingDefinition"])}
+            "target": f"does not open: {w['error']}" if w.get("error") else target(w["definition"]),
+            "pendingTarget": target(w["pendingDefinition"]), "opened": not w.get("error")}
