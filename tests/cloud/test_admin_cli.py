@@ -28,8 +28,8 @@ def kh(*args, config=None, check=True):
 def test_admin_commands_as_a_script(tmp_path):
     db = str(tmp_path / "c.db")
     A = ("cloud", "admin", "--db", db)
-    assert json.loads(kh(*A, "migrate", "--json").stdout)["revision"] == "0001"
-    assert json.loads(kh(*A, "migrate", "--json").stdout)["revision"] == "0001"  # idempotent
+    assert json.loads(kh(*A, "migrate", "--json").stdout)["revision"] == "0002"
+    assert json.loads(kh(*A, "migrate", "--json").stdout)["revision"] == "0002"  # idempotent
     user = json.loads(kh(*A, "user", "add", "Owner@Example.org", "--password", "pw", "--json").stdout)
     assert user["email"] == "owner@example.org"
     system = json.loads(kh(*A, "system", "add", "Home", "--owner", "owner@example.org", "--json").stdout)
@@ -77,3 +77,26 @@ def test_login_refuses_plain_http_and_a_wrong_pin(served, tmp_path):
     assert not (tmp_path / "cloud" / "session.json").exists()
     p = kh("webhooks", "pull", config=tmp_path, check=False)
     assert p.returncode == 2 and "keyhook cloud login" in p.stderr
+
+
+def test_a_database_at_the_first_revision_is_upgraded_keeping_its_rows(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+    from keyhook.cloud.db import MIGRATIONS
+    d = Database(str(tmp_path / "old.db"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with d.engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.commit()
+    with d.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO users (email, password_hash, created_at) VALUES ('old@example.org', NULL, 1)")
+    d.dispose()
+    out = json.loads(kh("cloud", "admin", "--db", str(tmp_path / "old.db"), "migrate", "--json").stdout)
+    assert out["revision"] == "0002"
+    d = Database(str(tmp_path / "old.db"))
+    with d.read() as s:
+        u = s.scalar(select(User))
+        assert (u.email, u.failed_logins, u.locked_until) == ("old@example.org", 0, 0)
+    d.dispose()

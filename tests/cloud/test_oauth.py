@@ -199,3 +199,24 @@ def dump_database(db) -> str:
             for row in conn.execute(text(f'SELECT * FROM "{table}"')):
                 out.append(repr(tuple(row)))
     return "\n".join(out)
+
+
+def test_wrong_passwords_in_a_row_slow_sign_in_down(api, cloud):
+    from sqlalchemy import select, update
+    from keyhook.cloud.models import User
+    c = cloud.client
+    for _ in range(5):
+        assert authorize(api, c["client_id"], password="guess").status_code == 401
+    r = authorize(api, c["client_id"])  # even the right password, while locked
+    assert r.status_code == 429 and "try again in" in r.json()["detail"]
+    r = api.post("/oauth/device", data={"user_code": "XXXX-XXXX", "email": "owner@example.org", "password": PASSWORD})
+    assert r.status_code == 429
+    with cloud.db.write() as s:  # the lock-out passes
+        s.execute(update(User).values(locked_until=0))
+    code_from(authorize(api, c["client_id"]))
+    with cloud.db.read() as s:
+        assert s.scalar(select(User.failed_logins).where(User.email == "owner@example.org")) == 0
+    # An unknown e-mail reads exactly like a wrong password (no user enumeration).
+    params = {"response_type": "code", "client_id": c["client_id"], "redirect_uri": REDIRECT}
+    r = api.post("/oauth/authorize", data={**params, "email": "nobody@example.org", "password": "x", "decision": "allow"})
+    assert r.status_code == 401 and "Wrong e-mail or password" in r.text

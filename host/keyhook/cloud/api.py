@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -34,7 +34,7 @@ from keyhook import rules
 from keyhook.cloud import sealing
 from keyhook.cloud.db import Database
 from keyhook.cloud.models import DeviceGrant, OAuthClient, QuotaOverride, System, User, Webhook
-from keyhook.cloud.oauth import OAuth2Error, Request as OAuthRequest, Server, TokenError, authenticate_bearer
+from keyhook.cloud.oauth import OAuth2Error, Request as OAuthRequest, Server, TokenError, authenticate_bearer, now
 from keyhook.cloud.passwords import verify
 
 log = logging.getLogger("keyhook.cloud")
@@ -46,6 +46,7 @@ MAX_LOCATION = 128
 MAX_FUNCTION = 50
 MAX_INTEGRATION = 128
 MAX_BODY = 64 * 1024  # bytes of one request body
+LOGIN_FREE_FAILURES = 5  # wrong passwords in a row before sign-in slows down
 
 
 class Problem(Exception):
@@ -529,11 +530,26 @@ def create_app(db: Database) -> FastAPI:
         return await run_in_threadpool(run)
 
     def _login(email: str, password: str) -> User | None:
+        """The user, or None for a wrong e-mail or password. After LOGIN_FREE_FAILURES wrong
+        passwords in a row, sign-in is refused for 2, 4, 8 ... up to 900 s (Problem 429)."""
         with db.read() as s:
             user = s.scalar(select(User).where(User.email == email.strip().lower()))
-        if user is None or not user.password_hash or not verify(user.password_hash, password):
+        if user is None or not user.password_hash:
             return None
-        return user
+        wait = user.locked_until - now()
+        if wait > 0:
+            raise Problem(429, "Too Many Requests", f"too many wrong passwords; try again in {wait} s",
+                          hint="wait, then sign in with the right password")
+        if verify(user.password_hash, password):
+            if user.failed_logins:
+                with db.write() as s:
+                    s.execute(update(User).where(User.id == user.id).values(failed_logins=0, locked_until=0))
+            return user
+        with db.write() as s:
+            failed = s.scalar(select(User.failed_logins).where(User.id == user.id)) + 1
+            lock = 0 if failed < LOGIN_FREE_FAILURES else now() + min(2 ** (failed - LOGIN_FREE_FAILURES + 1), 900)
+            s.execute(update(User).where(User.id == user.id).values(failed_logins=failed, locked_until=lock))
+        return None
 
     app.add_middleware(AccessLog)
     return app

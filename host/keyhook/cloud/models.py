@@ -31,6 +31,9 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[int] = mapped_column(Integer, default=now)
+    # Wrong passwords in a row on the sign-in pages, and until when sign-in is refused.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class System(Base):
