@@ -256,7 +256,7 @@ def create_app(db: Database) -> FastAPI:
 
     @route(f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks", ["POST"])
     async def add_webhook(request: Request, system_id: str):
-        body = await request.body()
+        body = await read_body(request)
         return await run_in_threadpool(_add_webhook, request, system_id, body)
 
     def _add_webhook(request: Request, system_id: str, body: bytes):
@@ -296,7 +296,7 @@ def create_app(db: Database) -> FastAPI:
 
     @route(f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks/{{webhook_id}}", ["PUT"])
     async def put_webhook(request: Request, system_id: str, webhook_id: str):
-        body = await request.body()
+        body = await read_body(request)
         return await run_in_threadpool(_put_webhook, request, system_id, webhook_id, body)
 
     def _put_webhook(request: Request, system_id: str, webhook_id: str, body: bytes):
@@ -334,7 +334,7 @@ def create_app(db: Database) -> FastAPI:
 
     @route(f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks/{{webhook_id}}/name", ["PATCH"])
     async def rename_webhook(request: Request, system_id: str, webhook_id: str):
-        body = await request.body()
+        body = await read_body(request)
         return await run_in_threadpool(_rename, request, system_id, webhook_id, body)
 
     def _rename(request: Request, system_id: str, webhook_id: str, body: bytes):
@@ -366,7 +366,7 @@ def create_app(db: Database) -> FastAPI:
 
     @route(f"{APP}/systems/{{system_id}}/integration", ["PUT"])
     async def app_enable(request: Request, system_id: str):
-        body = await request.body()
+        body = await read_body(request)
         return await run_in_threadpool(_app_enable, request, system_id, body)
 
     def _app_enable(request: Request, system_id: str, body: bytes):
@@ -433,8 +433,6 @@ def create_app(db: Database) -> FastAPI:
     async def oauth_request(request: Request) -> OAuthRequest:
         form = {}
         if request.method == "POST":
-            if len(await request.body()) > MAX_BODY:
-                raise Problem(413, "Content Too Large", "the form is too large")
             form = await read_form(request)
         server.set_base_url(str(request.base_url))
         return OAuthRequest(request.method, str(request.url), request.headers, dict(request.query_params), form)
@@ -555,11 +553,22 @@ def create_app(db: Database) -> FastAPI:
     return app
 
 
+async def read_body(request: Request) -> bytes:
+    """The request body, read up to MAX_BODY + 1 bytes: a larger one is refused (413) without
+    holding it in memory."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise Problem(413, "Content Too Large", f"the body is over {MAX_BODY} bytes",
+                          hint="a function webhook with its definition fits in a few KiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_form(request: Request) -> dict[str, str]:
     """An application/x-www-form-urlencoded body (RFC 6749 appendix B), first value of each key."""
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise Problem(413, "Content Too Large", "the form is too large")
+    body = await read_body(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not body or ctype != "application/x-www-form-urlencoded":
         return {}
