@@ -26,15 +26,16 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, update
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from keyhook import rules
 from keyhook.cloud import sealing
 from keyhook.cloud.db import Database
-from keyhook.cloud.models import DeviceGrant, OAuthClient, QuotaOverride, System, User, Webhook
-from keyhook.cloud.oauth import OAuth2Error, Request as OAuthRequest, Server, TokenError, authenticate_bearer, now
+from keyhook.cloud.models import DeviceGrant, OAuthClient, OAuthToken, QuotaOverride, System, User, Webhook
+from keyhook.cloud.oauth import (OAuth2Error, Request as OAuthRequest, Server, TokenError, authenticate_bearer, now,
+                                 token_hash)
 from keyhook.cloud.passwords import verify
 
 log = logging.getLogger("keyhook.cloud")
@@ -63,12 +64,19 @@ def problem_response(status: int, title: str, detail: str, headers: dict | None 
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-# A system's owner and this client's webhooks, in one query; one row with NULL webhook columns
-# when there are none, no row when the system does not exist.
-LIST_QUERY = text(
-    "SELECT s.owner_id, w.id, w.integration_name, w.location_name, w.function_name, w.expires_at, "
-    "w.modification_state FROM systems s LEFT JOIN webhooks w ON w.system_id = s.id AND w.client_id = :client_id "
-    "WHERE s.id = :system_id ORDER BY w.created_at, w.id")
+# The token's row, the system's owner and this client's webhooks, in one query: no row for an
+# unknown token; owner_id NULL for an unknown system; one row with NULL webhook columns when the
+# client has none there.
+LIST_QUERY = (
+    select(OAuthToken.user_id, OAuthToken.client_id, OAuthToken.revoked, OAuthToken.access_expires_at,
+           OAuthClient.is_app, System.owner_id, Webhook.id, Webhook.integration_name, Webhook.location_name,
+           Webhook.function_name, Webhook.expires_at, Webhook.modification_state)
+    .select_from(OAuthToken)
+    .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
+    .outerjoin(System, System.id == bindparam("system_id"))
+    .outerjoin(Webhook, (Webhook.system_id == System.id) & (Webhook.client_id == OAuthToken.client_id))
+    .where(OAuthToken.access_token_hash == bindparam("token_hash"))
+    .order_by(Webhook.created_at, Webhook.id))
 
 
 def redact(message: str, definition: Any) -> str:
@@ -135,9 +143,9 @@ def create_app(db: Database) -> FastAPI:
         return problem_response(500, "Internal Server Error", "the cloud failed; try again later")
 
     # ------------------------------------------------------------------ helpers
-    def caller_of(request: Request, *, app_only: bool = False, conn=None):
+    def caller_of(request: Request, *, app_only: bool = False, conn=None, checked=None):
         try:
-            caller = authenticate_bearer(db, request.headers.get("authorization"), conn)
+            caller = authenticate_bearer(db, request.headers.get("authorization"), conn, row=checked)
         except TokenError as e:
             p = Problem(401, "Unauthorized", e.description,
                         hint="get a token with the OAuth 2.0 authorization code flow; refresh it when it expires")
@@ -241,11 +249,19 @@ def create_app(db: Database) -> FastAPI:
 
     @route(f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks", ["GET"])
     def list_webhooks(request: Request, system_id: str):
-        # The hottest call (Home Assistant polls it): two Core queries on one connection.
+        # The hottest call (Home Assistant polls it): the token, the system and the webhooks in
+        # one query; the token is then judged exactly as `authenticate_bearer` does.
+        header = request.headers.get("authorization") or ""
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            caller_of(request)  # raises the 401 for a missing or malformed header
         with db.connect() as conn:
-            caller = caller_of(request, conn=conn)
-            rows = conn.execute(LIST_QUERY, {"system_id": system_id, "client_id": caller.client_id}).all()
+            rows = conn.execute(LIST_QUERY, {"system_id": system_id, "token_hash": token_hash(value.strip())}).all()
         if not rows:
+            caller_of(request)  # an unknown token: the same 401 as everywhere
+            raise Problem(401, "Unauthorized", "the access token is not known")
+        caller = caller_of(request, checked=rows[0])
+        if rows[0].owner_id is None:
             raise Problem(404, "Not Found", f"there is no system {system_id!r}", hint=f"GET {INTEGRATOR}/systems lists yours")
         if rows[0].owner_id != caller.user_id:
             raise Problem(403, "Forbidden", f"system {system_id!r} is not one of this user's systems")

@@ -62,6 +62,11 @@ class Database:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_recycle=1800)
+        # Read-only Core queries: on PostgreSQL an autocommit pool of its own (no BEGIN, no
+        # ROLLBACK at return: one round trip per query); SQLite reads are autocommit already.
+        self.read_engine: Engine = self.engine if self.is_sqlite else create_engine(
+            self.url, pool_size=pool_size, max_overflow=20, pool_recycle=1800, isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(kh_write=True), expire_on_commit=False)
 
@@ -69,9 +74,7 @@ class Database:
     def connect(self):
         """A Core connection for read-only queries (PostgreSQL: autocommit, no BEGIN/ROLLBACK
         round trips; each statement sees committed data)."""
-        with self.engine.connect() as conn:
-            if not self.is_sqlite:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with self.read_engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -112,3 +115,4 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()

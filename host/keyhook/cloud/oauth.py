@@ -272,17 +272,21 @@ _TOKEN_QUERY = (select(OAuthToken.user_id, OAuthToken.client_id, OAuthToken.revo
                 .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id))
 
 
-def authenticate_bearer(db: Database, authorization: str | None, conn=None) -> Caller:
+def authenticate_bearer(db: Database, authorization: str | None, conn=None, row=None) -> Caller:
     """Check `Authorization: Bearer TOKEN` (RFC 6750 section 2.1); raises TokenError.
 
-    `conn`: an open SQLAlchemy Connection to run the lookup on (else one is taken from the pool)."""
+    `conn`: an open SQLAlchemy Connection to run the lookup on (else one is taken from the pool);
+    `row`: the token's row (user_id, client_id, revoked, access_expires_at, is_app) when the
+    caller already fetched it with the token's hash."""
     if not authorization:
         raise TokenError("invalid_request", "no access token: send Authorization: Bearer TOKEN")
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise TokenError("invalid_request", "the Authorization header is not a Bearer token")
     query = _TOKEN_QUERY.where(OAuthToken.access_token_hash == token_hash(value.strip()))
-    if conn is None:
+    if row is not None:
+        pass
+    elif conn is None:
         with db.connect() as c:
             row = c.execute(query).first()
     else:
