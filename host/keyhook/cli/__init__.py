@@ -92,6 +92,9 @@ def _register() -> None:
     from keyhook.cli import console; cli.add_command(console.console)
     from keyhook.cli import sim; cli.add_command(sim.sim)
     from keyhook.cli import fire; cli.add_command(fire.fire)
+    from keyhook.cli import cloud
+    for command in cloud.COMMANDS:
+        cli.add_command(command)
     from keyhook.cli import device
     for command in device.COMMANDS:
         cli.add_command(command)
