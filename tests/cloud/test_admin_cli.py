@@ -48,7 +48,10 @@ def test_admin_commands_as_a_script(tmp_path):
                         (("client", "add", "X", "--redirect-uri", "ftp://x"), "not an absolute"),
                         (("token", "issue", "--user", "owner@example.org", "--client", "nope"), "no OAuth client"),
                         (("quota", "set", "no-system", "3"), "no system")]:
-        p = kh(*A, *args, "--json", check=False)
+        p = kh(*A, *args, "--json", check=False)  # with --json a failure is one JSON object on stdout
+        failure = json.loads(p.stdout)
+        assert p.returncode == 2 and failure["error"] and words in failure["message"], p.stdout + p.stderr
+        p = kh(*A, *args, check=False)  # without: error: and hint: lines on stderr
         assert p.returncode == 2 and "error:" in p.stderr and words in p.stderr, p.stderr
     d = Database(db)
     with d.read() as s:

@@ -33,8 +33,10 @@ st.commit()
 
 
 # Source modules (compiled at import) need more heap than the .mpy the device runs; the
-# budgets leave about 20 % over the smallest heap measured for source modules.
-@pytest.mark.parametrize("how,heap", [("staged", 96 * 1024), ("at_once", 120 * 1024)])
+# budgets leave room over the smallest heap measured for source modules (64-bit, 2026-11-30:
+# staged 90 KiB, at once 128 KiB since the validator parses every pin's DER and URL with the
+# engine's own parser). Over BLE a push is always staged (a message holds at most 8 KiB).
+@pytest.mark.parametrize("how,heap", [("staged", 104 * 1024), ("at_once", 152 * 1024)])
 def test_twenty_pinned_rules_fit_a_small_heap(micropython, tmp_path, cert_pem, how, heap):
     rules = [make_rule(i, pem=cert_pem, events=["trigger", f"button:b{i}"]) for i in range(20)]
     write_json(tmp_path, "all.json", rules)

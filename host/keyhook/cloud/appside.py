@@ -285,7 +285,7 @@ def summary(w: dict) -> dict:
         except rules.RuleError as e:
             return f"invalid: {e}"
         p = urlsplit(rule["definition"]["url"])
-        return f"{rule['definition']['method']} {p.scheme}://{p.netloc}/... ({rule['definition']['securityLevel']}, " \
+        return f"{rule['definition']['method'].upper()} {p.scheme}://{p.netloc}/... ({rule['definition']['securityLevel']}, " \
                f"{rule['definition']['authentication']['apiAuthenticationType']})"
     return {"systemId": w["systemId"], "systemName": w["systemName"], "functionWebhookId": w["functionWebhookId"],
             "integrationName": w["integrationName"], "clientName": w.get("clientName"),
