@@ -36,3 +36,13 @@ def servers(pki) -> Iterator[Servers]:
 @pytest.fixture
 def batch(tmp_path) -> Batch:
     return Batch(tmp_path)
+
+
+@pytest.fixture
+def ts(pki):
+    """A local OAuth token server on 127.0.0.1 that rotates refresh token rt-0 at each use."""
+    from keyhook.lab import tokenserver
+
+    with tokenserver.TokenServer(refresh_token="rt-0", rotate=True, expires_in=3600,
+                                 certfile=pki.leaf.chain_path, keyfile=pki.leaf.key_path) as s:
+        yield s

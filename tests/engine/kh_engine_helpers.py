@@ -23,6 +23,15 @@ def definition(url: str, level: str = "TlsWithCACheck", **extra: Any) -> dict:
     return d
 
 
+def refresh_definition(ts, pki) -> dict:
+    """A pinned POST to the token server's resource, authenticated by the refresh token rt-0
+    that the token server (`ts`, the `ts` fixture of conftest.py) redeems and rotates."""
+    return definition(ts.resource_url, "TlsPinnedCertificate", pinnedCertificate=pki.intermediate.pem,
+                      authentication={"apiAuthenticationType": "OAuth2IssuedRefreshToken",
+                                      "refreshToken": "rt-0", "tokenEndpoint": ts.token_url,
+                                      "clientId": "keyhook-test"})
+
+
 def job(case: str, d: dict, **kw: Any) -> dict:
     """One fire in a batch."""
     return {"case": case, "definition": d, **kw}

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from kh_engine_helpers import definition, job
+from kh_engine_helpers import definition, job, refresh_definition
 
 tokenserver = pytest.importorskip("keyhook.lab.tokenserver")
 
@@ -68,27 +68,13 @@ def test_mbedtls_allocation_failures_read_as_memory(micropython):
     assert out == ["memory"] * 5 + ["tls_unsupported"]
 
 
-@pytest.fixture
-def ts(pki):
-    with tokenserver.TokenServer(refresh_token="rt-0", rotate=True, expires_in=3600,
-                                 certfile=pki.leaf.chain_path, keyfile=pki.leaf.key_path) as s:
-        yield s
-
-
-def _refresh_def(ts, pki):
-    return definition(ts.resource_url, "TlsPinnedCertificate", pinnedCertificate=pki.intermediate.pem,
-                      authentication={"apiAuthenticationType": "OAuth2IssuedRefreshToken",
-                                      "refreshToken": "rt-0", "tokenEndpoint": ts.token_url,
-                                      "clientId": "keyhook-test"})
-
-
 @pytest.mark.parametrize("target", ["kh.oauth.grant:parse", "kh.store.files:write_atomic"])
 def test_rotated_refresh_token_survives_a_memory_error(ts, pki, batch, tmp_path, target):
     """The server rotated the refresh token and will not give it again: a MemoryError while it is
     read or written must not lose it (the chain would be dead)."""
     state = tmp_path / "state"
     state.mkdir()
-    d = _refresh_def(ts, pki)
+    d = refresh_definition(ts, pki)
     [r] = batch.run([job("fault", d)], state_dir=state, fault={"target": target, "nth": 1})
     assert r["status"] == 200, r
     assert len(ts.token_requests) == 1

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kh_engine_helpers import definition, job
+from kh_engine_helpers import definition, job, refresh_definition
 
 tokenserver = pytest.importorskip("keyhook.lab.tokenserver")
 pytest.importorskip("keyhook.paths")
@@ -23,23 +23,11 @@ def _needs_oauth():
         pytest.skip("kh.oauth.tokens is not there yet")
 
 
-@pytest.fixture
-def ts(pki):
-    _needs_oauth()
-    with tokenserver.TokenServer(refresh_token="rt-0", rotate=True, expires_in=3600,
-                                 certfile=pki.leaf.chain_path, keyfile=pki.leaf.key_path) as s:
-        yield s
 
-
-def _refresh_def(ts, pki):
-    return definition(ts.resource_url, "TlsPinnedCertificate", pinnedCertificate=pki.intermediate.pem,
-                      authentication={"apiAuthenticationType": "OAuth2IssuedRefreshToken",
-                                      "refreshToken": "rt-0", "tokenEndpoint": ts.token_url,
-                                      "clientId": "keyhook-test"})
 
 
 def test_refresh_then_reuse_then_401_retry(ts, pki, batch, tmp_path):
-    d = _refresh_def(ts, pki)
+    d = refresh_definition(ts, pki)
     state = tmp_path / "state"
     state.mkdir()
     res = batch.run([job("first", d, env="shared"), job("cached", d, env="shared")], state_dir=state)
@@ -59,14 +47,14 @@ def test_token_endpoint_failure_is_reported(pki, batch):
     _needs_oauth()
     with tokenserver.TokenServer(refresh_token="rt-0", fail="invalid_grant",
                                  certfile=pki.leaf.chain_path, keyfile=pki.leaf.key_path) as ts:
-        [r] = batch.run([job("fail", _refresh_def(ts, pki))])
+        [r] = batch.run([job("fail", refresh_definition(ts, pki))])
         assert r["error"] == "token_endpoint" and r["status"] is None
         assert ts.resource_requests == []  # the webhook itself was never sent
 
 
 def test_cli_state_keeps_the_token_between_runs(ts, pki, tmp_path):
     f = tmp_path / "hook.json"
-    f.write_text(json.dumps(_refresh_def(ts, pki)))
+    f.write_text(json.dumps(refresh_definition(ts, pki)))
     state = tmp_path / "state"
     for _ in range(2):
         p = subprocess.run([sys.executable, "-m", "keyhook", "fire", str(f), "--state", str(state)],
