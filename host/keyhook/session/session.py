@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from keyhook.session import records
-from keyhook.session.errors import (AuthenticationError, AuthFailed, BadFrame, ChannelError, NotPaired, ProtocolError,
+from keyhook.session.errors import (AuthenticationError, AuthFailed, ChannelError, NotPaired, ProtocolError,
                                     RequestFailed)
 from keyhook.session.frames import FrameOpener, FrameSealer, decode_payload, encode_payload
 from keyhook.session.link import RecordLink
@@ -98,21 +98,20 @@ class Session:
 
     def _first_frame(self, record: bytes) -> bytes:
         # the answer to HELLO_APP and the app's first frame: auth_failed when the device holds no
-        # pairing that this key opens; bad_frame (it could not read the frame) or a frame whose
-        # tag fails when whoever answers does not hold the key
+        # pairing that this key opens; a frame whose tag fails when whoever answers does not
+        # hold the key
         try:
             records.raise_if_error(record)
-            return self._in.open(record)
         except AuthFailed as e:
             raise NotPaired(
                 f"device {self.device_id} did not accept this app's pairing key",
                 hint="the pairing may have been removed (unpair, pairing.remove) or the device reset: "
                      "onboard it again (`keyhook onboard`)", device_message=e.device_message) from e
-        except (BadFrame, ProtocolError) as e:
-            if isinstance(e, ProtocolError) and record[:1] == bytes([records.ERROR]):
-                raise  # a truncated ERROR record
+        try:
+            return self._in.open(record)
+        except ProtocolError as e:
             raise AuthenticationError(
-                f"device {self.device_id} could not prove it holds this app's pairing key",
+                f"device {self.device_id} could not prove it holds this app's pairing key ({e})",
                 hint="the device may have been reset or the pairing removed: remove the pairing here "
                      "and pair again; if not, someone may be impersonating the device") from e
 
