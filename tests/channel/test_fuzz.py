@@ -154,7 +154,7 @@ def test_fuzz_fresh_connection(fuzz):
     seeds = [
         bytes([records.PAIR_REQ]) + records.u8len(fuzz.app_b),
         bytes([records.HELLO]) + os.urandom(32),
-        bytes([records.HELLO]) + records.u8len(other_b) + os.urandom(32),  # version 1's HELLO
+        bytes([records.HELLO]) + records.u8len(other_b) + os.urandom(32),  # the earlier HELLO, naming an app
         bytes([records.PAIR_B]) + os.urandom(97),
         bytes([records.HELLO_APP]) + os.urandom(32),
         bytes([records.DATA]) + bytes(8) + os.urandom(60),

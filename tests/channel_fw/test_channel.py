@@ -301,7 +301,7 @@ MALFORMED = {
     "PAIR_OK from app": b"\x04" + bytes(32),
     "HELLO short": b"\x10" + bytes(31),
     "HELLO long": b"\x10" + bytes(33),
-    "HELLO naming an app (version 1)": b"\x10\x2c" + b"keyhook-app:" + b"a" * 32 + bytes(32),
+    "HELLO naming an app (the earlier format)": b"\x10\x2c" + b"keyhook-app:" + b"a" * 32 + bytes(32),
     "over MAX_RECORD": b"\x10" + bytes(8256),
 }
 

@@ -2,7 +2,7 @@
 a guest app, a hostile server on 127.0.0.1. Each test asserts what the attacker got: nothing.
 
 The rogue app is the real host library with an identity of its choosing (an app identity is
-only asserted in PAIR_REQ and HELLO, and every HELLO shows it on the air).
+only asserted in PAIR_REQ; a session's HELLO names no app).
 """
 
 from __future__ import annotations
@@ -573,7 +573,7 @@ def test_a_passive_recording_of_a_session_holds_no_app_identity(paired, keystore
 def test_a_rogue_central_cannot_tell_a_paired_app_from_an_unknown_one(paired, keystore, tmp_path, air):
     # The rogue knows the admin's app id (it crossed the air when the admin paired) and runs the
     # handshake as the real host does, once claiming that id and once a fresh one, each with a
-    # pairing key of its own making. It also sends version 1's HELLO (which named the app) for
+    # pairing key of its own making. It also sends the earlier HELLO (which named the app) for
     # both ids. What the device answers must be the same, record type by record type and byte
     # count by byte count, error messages included.
     import os
