@@ -261,7 +261,7 @@ def test_json_everywhere_a_script_may_call(paired, keystore, tmp_path, pki, plai
     assert all(not isinstance(e, str) for e in entries)
     assert j("unpair", dev.address) == {"unpaired": dev.address}
     refused = j("info", dev.address, code=2)
-    assert refused["error"] == "not_paired" and refused["hint"]
+    assert refused["error"] == "not_paired" and refused["hint"], refused
 
 
 def test_exit_codes(paired, keystore, tmp_path):

@@ -166,7 +166,7 @@ async def open_session(link: RecordLink, keystore, device_id: str | None = None,
                                   hint="connect to the right device")
     pairing = keystore.get(dev)
     if pairing is None:
-        raise NotPaired(f"this app holds no pairing for device {dev}",
+        raise NotPaired(f"this app is not paired with device {dev} (it holds no pairing key for it)",
                         hint="pair with the device's setup code first, or ask an admin app to open a pairing window")
     try:
         ss = ephemeral.exchange(X25519PublicKey.from_public_bytes(e_dev))
