@@ -260,6 +260,9 @@ def test_json_everywhere_a_script_may_call(paired, keystore, tmp_path, pki, plai
     assert any(e.get("name") == "a" and e.get("status") == 200 for e in entries), entries
     assert all(not isinstance(e, str) for e in entries)
     assert j("unpair", dev.address) == {"unpaired": dev.address}
+    # the last app to leave resets the device, which restarts (here: the test starts it again)
+    dev.proc.wait(30)
+    dev.start()
     refused = j("info", dev.address, code=2)
     assert refused["error"] == "not_paired" and refused["hint"], refused
 
