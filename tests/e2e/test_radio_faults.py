@@ -190,6 +190,8 @@ def test_unpair_answer_discarded_by_the_disconnect_leaves_both_sides_agreeing(pa
     out = cli("unpair", device.address, radio=device.radio, config=keystore.root, check=False)
     assert out.returncode == 0, out.stderr  # the command says it worked ...
     assert keystore.get(device_id) is None  # ... the host forgot the key ...
+    device.proc.wait(30)  # the last app left: the device resets and restarts (here the test starts it)
+    device.start()
     (seen,) = run(ble.scan(radio=device.radio, timeout=1.0))
     assert seen.address == device.address and not seen.paired  # ... and so did the device
 
