@@ -82,11 +82,11 @@ for i in range(5):
     # session: HELLO then HELLO_APP
     sk, ea = x25519.keypair()
     t = time.ticks_us()
-    r, _ = asyncio.run(ch.receive(b"\x10" + u8len(B) + ea))
+    r, _ = asyncio.run(ch.receive(b"\x10" + ea))
     t1 = time.ticks_diff(time.ticks_us(), t)
     n = r[0][1]
     ed = r[0][2 + n:2 + n + 32]
-    th = sha256(b"keyhook-session-v1" + u8len(dev.identity) + u8len(B) + ea + ed).digest()
+    th = sha256(b"keyhook-session-v2" + u8len(dev.identity) + ea + ed).digest()
     pk = dev.pairing_key(app_id.decode())
     mac_a = hmac_sha256(pk, b"app", th)
     t = time.ticks_us()

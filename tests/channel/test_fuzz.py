@@ -153,8 +153,8 @@ def test_fuzz_fresh_connection(fuzz):
     other_b = records.app_identity(os.urandom(16).hex())
     seeds = [
         bytes([records.PAIR_REQ]) + records.u8len(fuzz.app_b),
-        bytes([records.HELLO]) + records.u8len(fuzz.app_b) + os.urandom(32),
-        bytes([records.HELLO]) + records.u8len(other_b) + os.urandom(32),
+        bytes([records.HELLO]) + os.urandom(32),
+        bytes([records.HELLO]) + records.u8len(other_b) + os.urandom(32),  # the earlier HELLO, naming an app
         bytes([records.PAIR_B]) + os.urandom(97),
         bytes([records.HELLO_APP]) + os.urandom(32),
         bytes([records.DATA]) + bytes(8) + os.urandom(60),
@@ -170,18 +170,17 @@ def test_fuzz_fresh_connection(fuzz):
             if app_id and 1 + end == len(rec):
                 fuzz.note("pairing_closed" if check_error(recs, events, {6}) else "")
                 continue
-        if rec[:1] == bytes([records.HELLO]) and len(rec) <= records.MAX_RECORD:
-            app_id, end = _well_formed_app_identity(rec[1:])
-            if app_id and 1 + end + 32 == len(rec):
-                if app_id == fuzz.ks.app_id and recs and recs[0][0] == records.HELLO_DEV:
-                    assert len(recs) == 1 and not events
-                    body = recs[0][1:]
-                    assert body[:1 + body[0]] == records.u8len(records.device_identity(fuzz.device_id))
-                    fuzz.note("hello_dev")
-                else:
-                    check_error(recs, events, {1} if app_id == fuzz.ks.app_id else {2})
-                    fuzz.note("refused hello")
-                continue
+        if rec[:1] == bytes([records.HELLO]) and len(rec) == 33:
+            # HELLO names no app: every well-formed one gets HELLO_DEV (a low-order eA: bad_record)
+            if recs and recs[0][0] == records.HELLO_DEV:
+                assert len(recs) == 1 and not events
+                body = recs[0][1:]
+                assert body == records.u8len(records.device_identity(fuzz.device_id)) + body[-32:]
+                fuzz.note("hello_dev")
+            else:
+                check_error(recs, events, {1})
+                fuzz.note("refused hello")
+            continue
         check_error(recs, events, {1})
         fuzz.note("bad_record")
     assert fuzz.cases == 5000
@@ -194,7 +193,7 @@ def test_fuzz_during_the_handshake(fuzz):
     d = fuzz.device
     for i in range(1500):
         d.disconnect()
-        recs, events = d.record(bytes([records.HELLO]) + records.u8len(fuzz.app_b) + os.urandom(32))
+        recs, events = d.record(bytes([records.HELLO]) + os.urandom(32))
         assert recs[0][0] == records.HELLO_DEV
         genuine_shape = bytes([records.HELLO_APP]) + os.urandom(32)  # the right MAC is out of reach
         rec = mutate(rng, genuine_shape) if i % 4 else random_record(rng)

@@ -109,8 +109,28 @@ def test_session_refuses_a_device_without_the_pairing_key(keystore, make_keystor
     dev = StandInDevice()
     run(pair(StandInLink(dev), "12345678", keystore))
     dev.pairings[keystore.app_id] = os.urandom(32)  # an impostor that knows the app id only
-    with pytest.raises(AuthenticationError, match="could not prove it holds"):
-        run(open_session(StandInLink(dev), keystore))
+    dev.accept_any_mac = True
+
+    async def go():
+        s = await open_session(StandInLink(dev), keystore)
+        with pytest.raises(AuthenticationError, match="could not prove it holds"):
+            await s.request("echo", data="a")
+        assert s.closed is not None
+    run(go())
+
+
+def test_a_device_that_does_not_accept_the_key_reads_as_not_paired(keystore):
+    # the device answers HELLO_APP with auth_failed (the pairing was removed, the device reset)
+    dev = StandInDevice()
+    run(pair(StandInLink(dev), "12345678", keystore))
+    dev.pairings.clear()
+
+    async def go():
+        s = await open_session(StandInLink(dev), keystore)
+        with pytest.raises(NotPaired, match="did not accept this app's pairing key") as e:
+            await s.request("echo", data="a")
+        assert "onboard" in e.value.hint
+    run(go())
 
 
 def test_session_refuses_another_device(keystore):
@@ -121,11 +141,21 @@ def test_session_refuses_another_device(keystore):
 
 
 def _session_with(tamper, keystore):
+    # the device's first frame goes through untouched: it proves the pairing key (a first
+    # frame that fails is "could not prove", test_session_refuses_a_device_without_the_pairing_key)
     dev = StandInDevice()
     run(pair(StandInLink(dev), "12345678", keystore))
+    seen = []
+
+    def after_the_first(rec):
+        if rec[0] == records.DATA and not seen:
+            seen.append(rec)
+            return rec
+        return tamper(rec)
 
     async def go():
-        s = await open_session(StandInLink(dev, tamper), keystore)
+        s = await open_session(StandInLink(dev, after_the_first), keystore)
+        await s.request("echo", data="first")
         with pytest.raises(ProtocolError) as e:
             await s.request("echo", data="a")
         with pytest.raises(KeyhookError, match="session is closed"):

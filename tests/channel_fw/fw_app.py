@@ -44,16 +44,16 @@ class SessionApp:
     def hello(self, e_priv: X25519PrivateKey | None = None, e_pub: bytes | None = None) -> list[bytes]:
         self.e = e_priv or X25519PrivateKey.generate()
         self.e_a = e_pub if e_pub is not None else self.e.public_key().public_bytes_raw()
-        out, _ = self.pipe.record(b"\x10" + u8len(self.id_b) + self.e_a)
+        out, _ = self.pipe.record(b"\x10" + self.e_a)  # HELLO names no app
         return out
 
     def finish(self, reply: bytes, mac_a: bytes | None = None) -> list[bytes]:
         assert reply[0] == 0x11
         n = reply[1]
         id_a = reply[2:2 + n]
-        e_d, mac_d = reply[2 + n:2 + n + 32], reply[2 + n + 32:]
-        th = hashlib.sha256(b"keyhook-session-v1" + u8len(id_a) + u8len(self.id_b) + self.e_a + e_d).digest()
-        assert hmac.compare_digest(mac_d, hmac.new(self.pk, b"dev" + th, hashlib.sha256).digest())
+        e_d = reply[2 + n:]
+        assert len(e_d) == 32
+        th = hashlib.sha256(b"keyhook-session-v2" + u8len(id_a) + self.e_a + e_d).digest()
         ss = self.e.exchange(X25519PublicKey.from_public_bytes(e_d))
         okm = HKDF(hashes.SHA256(), 128, th, b"keyhook-session-keys-v1").derive(ss + self.pk)
         self.k_enc_a2d, self.k_mac_a2d, self.k_enc_d2a, self.k_mac_d2a = (okm[i:i + 32] for i in range(0, 128, 32))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import zlib
 
 import pytest
@@ -173,7 +174,7 @@ def test_removing_a_pairing_revokes_at_once(fw, make_keystore):
     assert error_of(out)[0] == ERR["not_paired"] and len(pipe.messages) == n
     with pytest.raises(Exception):
         session_app(pipe, other)
-    assert pipe.closed[-1] == ERR["not_paired"]
+    assert pipe.closed[-1] == ERR["auth_failed"]  # its key opens no pairing any more
     assert pipe.state()["paired"] == [admin.app_id]
 
 
@@ -267,9 +268,11 @@ def test_handshake_refusals(fw, keystore, make_keystore):
     pipe = fw()
     do_pair(pipe, keystore)
     stranger = make_keystore("stranger")
-    # an app the device does not know
-    out, _ = pipe.record(b"\x10" + u8len(b"keyhook-app:" + stranger.app_id.encode()) + bytes(range(32)))
-    assert error_of(out)[0] == ERR["not_paired"]
+    # an app the device does not know: answered as a paired one until its MAC is checked
+    unknown = SessionApp(pipe, stranger.app_id, os.urandom(32))
+    out = unknown.hello()
+    assert len(out) == 1 and out[0][0] == 0x11
+    assert error_of(unknown.finish(out[0]))[0] == ERR["auth_failed"]
     # a low-order eA (all-zero shared secret)
     app = SessionApp(pipe, keystore.app_id, keystore.get(pipe.state()["device_id"]).key)
     assert error_of(app.hello(e_pub=bytes(32)))[0] == ERR["bad_record"]
@@ -296,7 +299,9 @@ MALFORMED = {
     "PAIR_REQ id > 64": b"\x01\x41" + b"keyhook-app:" + b"a" * 53,
     "PAIR_B first": b"\x03" + bytes(97),
     "PAIR_OK from app": b"\x04" + bytes(32),
-    "HELLO short": b"\x10\x2c" + b"keyhook-app:" + b"a" * 32 + bytes(31),
+    "HELLO short": b"\x10" + bytes(31),
+    "HELLO long": b"\x10" + bytes(33),
+    "HELLO naming an app (the earlier format)": b"\x10\x2c" + b"keyhook-app:" + b"a" * 32 + bytes(32),
     "over MAX_RECORD": b"\x10" + bytes(8256),
 }
 
@@ -379,8 +384,9 @@ def test_factory_reset_forgets_pairings_keeps_code(fw, keystore):
     pipe.control({"factory_reset": True})
     st = pipe.state()
     assert st["paired"] == [] and (st["setup_code"], st["device_id"]) == (before["setup_code"], before["device_id"])
-    out, _ = pipe.record(b"\x10" + u8len(b"keyhook-app:" + keystore.app_id.encode()) + bytes(range(32)))
-    assert error_of(out)[0] == ERR["not_paired"]
+    old = SessionApp(pipe, keystore.app_id, keystore.get(before["device_id"]).key)
+    out = old.hello()
+    assert error_of(old.finish(out[0]))[0] == ERR["auth_failed"]
     do_pair(pipe, keystore)
 
 
@@ -412,10 +418,10 @@ def test_records_as_memoryviews_of_a_reused_buffer(micropython, tmp_path):
     r, _ = feed(ch, b"\\x03" + app.share + cb)
     ok_pair = r[0] == b"\\x04" + ca
     sk, ea = x25519.keypair()
-    r, _ = feed(ch, b"\\x10" + u8len(B) + ea)
+    r, _ = feed(ch, b"\\x10" + ea)
     n = r[0][1]
     ed = r[0][2 + n:2 + n + 32]
-    th = sha256(b"keyhook-session-v1" + u8len(dev.identity) + u8len(B) + ea + ed).digest()
+    th = sha256(b"keyhook-session-v2" + u8len(dev.identity) + ea + ed).digest()
     pk = dev.pairing_key("c" * 32)
     okm = hkdf(th, x25519.x25519(sk, ed) + pk, b"keyhook-session-keys-v1", 128)
     r, _ = feed(ch, b"\\x12" + hmac_sha256(pk, b"app", th))

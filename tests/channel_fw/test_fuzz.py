@@ -54,7 +54,7 @@ def test_fuzz_channel(fw, keystore, tmp_path):
     dev_id = before["device_id"]
     id_b = b"keyhook-app:" + keystore.app_id.encode()
     stranger = b"keyhook-app:" + os.urandom(16).hex().encode()
-    seeds = [b"\x01" + u8len(id_b), b"\x01" + u8len(stranger), b"\x10" + u8len(id_b) + os.urandom(32),
+    seeds = [b"\x01" + u8len(id_b), b"\x01" + u8len(stranger), b"\x10" + os.urandom(32),
              b"\x10" + u8len(stranger) + os.urandom(32), b"\x03" + os.urandom(97), b"\x12" + os.urandom(32),
              b"\x20" + os.urandom(8) + os.urandom(60)]
     cases = 0
@@ -81,7 +81,7 @@ def test_fuzz_channel(fw, keystore, tmp_path):
         if i % 5 == 0:
             n = out[0][1]
             e_d = out[0][2 + n:2 + n + 32]
-            th = hashlib.sha256(b"keyhook-session-v1" + u8len(out[0][2:2 + n]) + u8len(id_b) + app.e_a + e_d).digest()
+            th = hashlib.sha256(b"keyhook-session-v2" + u8len(out[0][2:2 + n]) + app.e_a + e_d).digest()
             mac_a = hmac.new(key, b"app" + th, hashlib.sha256).digest()
             good = b"\x12" + mac_a
             bad = _mutate(rng, good)

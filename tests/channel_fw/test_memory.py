@@ -40,10 +40,10 @@ r, _ = recv(ch, b"\x03" + app.share + cb)
 paired = r[0][0] == 4
 app = ke = cb = ca = None
 sk, ea = x25519.keypair()
-r, _ = recv(ch, b"\x10" + u8len(B) + ea)
+r, _ = recv(ch, b"\x10" + ea)
 n = r[0][1]
 ed = r[0][2 + n:2 + n + 32]
-th = sha256(b"keyhook-session-v1" + u8len(dev.identity) + u8len(B) + ea + ed).digest()
+th = sha256(b"keyhook-session-v2" + u8len(dev.identity) + ea + ed).digest()
 pk = dev.pairing_key("b" * 32)
 okm = hkdf(th, x25519.x25519(sk, ed) + pk, b"keyhook-session-keys-v1", 128)
 r, _ = recv(ch, b"\x12" + hmac_sha256(pk, b"app", th))

@@ -2,7 +2,7 @@
 a guest app, a hostile server on 127.0.0.1. Each test asserts what the attacker got: nothing.
 
 The rogue app is the real host library with an identity of its choosing (an app identity is
-only asserted in PAIR_REQ and HELLO, and every HELLO shows it on the air).
+only asserted in PAIR_REQ; a session's HELLO names no app).
 """
 
 from __future__ import annotations
@@ -225,8 +225,7 @@ def test_an_unauthenticated_central_cannot_hold_the_connection(bounded, keystore
         import os
         from keyhook.session import records
         async with ble.connect(dev.address, radio=str(dev.radio)) as link:
-            await link.send(bytes([records.HELLO]) + records.u8len(records.app_identity(keystore.app_id))
-                            + os.urandom(32))
+            await link.send(bytes([records.HELLO]) + os.urandom(32))
             await link.recv(10)  # HELLO_DEV
             return await _dropped_within(link, PREAUTH_MS / 1000 + 15)
     assert run(hello_only()) is True
@@ -511,3 +510,113 @@ def test_a_fresh_window_is_not_held_off_by_guesses_at_an_earlier_one(paired, key
     guest = Keystore(tmp_path / "guest")
     pair_with(dev, new, guest)  # not refused by the attacker's delay
     assert guest.list() != [] and attacker.list() == []
+
+
+# ---- Low 12: what the air shows about apps ------------------------------------------------------
+
+@pytest.fixture
+def air(monkeypatch):
+    """A passive recording of one side of the radio: every GATT write the host makes (app to
+    device) and every notification it gets (device to app), fragment by fragment, as a
+    listener on the air would see them (BLE link-layer encryption is not used: PROTOCOL.md 8)."""
+    from keyhook.ble.link import BleRecordLink
+    seen: list[tuple[str, bytes]] = []
+    send, on_notify = BleRecordLink.send, BleRecordLink.on_notify
+
+    async def tapped_send(self, record):
+        if not getattr(self, "_tapped", False):
+            write = self.client.write_gatt_char
+
+            async def tap(char, data, response=False):
+                seen.append(("app", bytes(data)))
+                return await write(char, data, response=response)
+            self.client.write_gatt_char = tap
+            self._tapped = True
+        return await send(self, record)
+
+    def tapped_notify(self, char, data):
+        seen.append(("dev", bytes(data)))
+        return on_notify(self, char, data)
+    monkeypatch.setattr(BleRecordLink, "send", tapped_send)
+    monkeypatch.setattr(BleRecordLink, "on_notify", tapped_notify)
+    return seen
+
+
+def _records(fragments):
+    """Whole records (PROTOCOL.md section 1) out of a recording of one connection."""
+    from keyhook.ble.fragments import Reassembler
+    out = {"app": [], "dev": []}
+    parts = {"app": Reassembler(8256), "dev": Reassembler(8256)}
+    for side, frag in fragments:
+        record = parts[side].feed(frag)
+        if record is not None:
+            out[side].append(record)
+    return out
+
+
+def test_a_passive_recording_of_a_session_holds_no_app_identity(paired, keystore, air):
+    air.clear()
+
+    async def go():
+        async with client(paired, keystore) as d:
+            return await d.info()
+    info = run(go())
+    assert info["pairings"] == 1 and air
+    app_id = keystore.app_id
+    everything = b"".join(frag for _, frag in air)
+    for needle in (app_id.encode(), bytes.fromhex(app_id), b"keyhook-app:", app_id[:16].encode()):
+        assert needle not in everything
+    hello = _records(air)["app"][0]
+    assert hello[0] == 0x10 and len(hello) == 33  # the type byte and a fresh X25519 key: nothing else
+
+
+def test_a_rogue_central_cannot_tell_a_paired_app_from_an_unknown_one(paired, keystore, tmp_path, air):
+    # The rogue knows the admin's app id (it crossed the air when the admin paired) and runs the
+    # handshake as the real host does, once claiming that id and once a fresh one, each with a
+    # pairing key of its own making. It also sends the earlier HELLO (which named the app) for
+    # both ids. What the device answers must be the same, record type by record type and byte
+    # count by byte count, error messages included.
+    import os
+    from keyhook.session import ChannelError, open_session, records
+    device_id = keystore.list()[0].device_id
+
+    def handshake(app_id):
+        ks = rogue(tmp_path, "rogue-" + os.urandom(4).hex(), app_id)
+        ks.save(device_id, os.urandom(32))
+
+        async def go():
+            async with ble.connect(paired.address, radio=str(paired.radio)) as link:
+                try:
+                    s = await open_session(link, ks)
+                    await s.request("info")
+                except ChannelError as e:
+                    return type(e).__name__
+                return "a session"
+        air.clear()
+        outcome = run(go())
+        return outcome, _records(air)["dev"]
+
+    def v1_hello(app_id):
+        async def go():
+            async with ble.connect(paired.address, radio=str(paired.radio)) as link:
+                await link.send(bytes([records.HELLO]) + records.u8len(records.app_identity(app_id))
+                                + os.urandom(32))
+                return await link.recv(10)
+        return run(go())
+
+    def shape(answers):
+        # what tells one answer from another: type and length; an ERROR whole (HELLO_DEV and DATA
+        # carry fresh randomness)
+        return [(r[0], len(r), bytes(r) if r[0] == records.ERROR else None) for r in answers]
+
+    known, unknown = handshake(keystore.app_id), handshake(os.urandom(16).hex())
+    assert known[0] == unknown[0] != "a session"
+    assert shape(known[1]) == shape(unknown[1])
+    assert [r[0] for r in known[1]] == [records.HELLO_DEV, records.ERROR]  # refused at the key check
+    known_v1, unknown_v1 = v1_hello(keystore.app_id), v1_hello(os.urandom(16).hex())
+    assert shape([known_v1]) == shape([unknown_v1])
+
+    async def admin():
+        async with client(paired, keystore) as d:
+            return await d.info()
+    assert run(admin())["pairings"] == 1  # the real app is untouched

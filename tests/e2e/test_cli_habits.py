@@ -264,7 +264,7 @@ def test_json_everywhere_a_script_may_call(paired, keystore, tmp_path, pki, plai
     assert dev.proc.wait(30) == 75
     dev.start()
     refused = j("info", dev.address, code=2)
-    assert refused["error"] == "not_paired" and refused["hint"]
+    assert refused["error"] == "not_paired" and refused["hint"], refused
 
 
 def test_exit_codes(paired, keystore, tmp_path):

@@ -164,7 +164,8 @@ def test_second_app_and_unpair(paired, keystore, tmp_path):
 
     async def other_again():
         async with ble.connect(dev.address, radio=str(dev.radio)) as link:
-            await open_session(link, Keystore(tmp_path / "other-app-copy"))
+            s = await open_session(link, Keystore(tmp_path / "other-app-copy"))
+            await s.request("info")  # the device does not accept the removed pairing's key
     with pytest.raises(NotPaired):
         run(other_again())
 
@@ -382,3 +383,25 @@ def test_refresh_token_rule_rotates_and_its_state_goes_with_the_rule(paired, key
         assert run(delete())
         dev.stop()
         assert not [k for k in _flash_files(dev.state) if "/oauth-" in k]  # the retired chain is gone
+
+
+def test_the_unpair_check_tells_a_removed_pairing_from_a_live_one(paired, keystore, tmp_path):
+    # after an unanswered unpair the host asks the device with a new session (PROTOCOL.md 7):
+    # a device that does not accept the app's key has dropped the pairing; one that answers
+    # still holds it. HELLO names no app, so the answer comes at the key check.
+    from keyhook.session.device import DeviceClient
+    guest = Keystore(tmp_path / "guest")
+
+    async def setup():
+        async with client(paired, keystore) as d:
+            code = await d.open_pairing(60)
+        async with ble.connect(paired.address, radio=str(paired.radio)) as link:
+            await pair(link, code, guest)
+        async with client(paired, keystore) as d:
+            assert (await d.info())["pairings"] == 2
+            await d.request("pairing.remove", app_id=guest.app_id)
+    run(setup())
+    asked_guest = DeviceClient(paired.address, radio=str(paired.radio), keystore=guest)
+    asked_admin = DeviceClient(paired.address, radio=str(paired.radio), keystore=keystore)
+    assert run(asked_guest._still_paired()) is False
+    assert run(asked_admin._still_paired()) is True

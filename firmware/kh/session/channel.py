@@ -35,7 +35,7 @@ _HEX = b"0123456789abcdef"
 PAIR_AAD = b"keyhook-pair-v1"
 _W_SALT = b"keyhook-spake2-w-v1"
 _PK_SALT = b"keyhook-pairing-key-v1"
-_SESSION_LABEL = b"keyhook-session-v1"
+_SESSION_LABEL = b"keyhook-session-v2"
 _KEYS_INFO = b"keyhook-session-keys-v1"
 
 
@@ -95,8 +95,8 @@ class Channel:
         self._pair_app = None
         self._pair_id = None
         self._via_window = False
-        self._mac_a = None
-        self._keys = None
+        self._th = None
+        self._ss = None
         self._rx = None
         self._tx = None
         self.app_id = None
@@ -215,39 +215,40 @@ class Channel:
     # -- session handshake
 
     def _hello(self, record):
-        b, app_id, end = _app_identity(record, 1)
-        if len(record) != end + 32:
+        # HELLO names no app (PROTOCOL.md section 4): every HELLO gets the same answer, and the
+        # app is found at HELLO_APP by the pairing key its MAC was made with
+        if len(record) != 33:
             raise ChannelError(errors.BAD_RECORD, "HELLO length")
-        pk = self.device.pairing_key(app_id)
-        if pk is None:
-            raise ChannelError(errors.NOT_PAIRED, "this app is not paired with the device")
-        e_a = bytes(record[end : end + 32])
+        e_a = bytes(record[1:33])
         sk, e_d = x25519.keypair()
         ss = x25519.x25519(sk, e_a)
         sk = None
         if ss == bytes(32):
             raise ChannelError(errors.BAD_RECORD, "eA is a low-order point")
         a = self.device.identity
-        th = sha256(_SESSION_LABEL + u8len(a) + u8len(b) + e_a + e_d).digest()
-        mac_d = hmac_sha256(pk, b"dev", th)
-        self._mac_a = hmac_sha256(pk, b"app", th)
-        self._keys = hkdf(th, ss + pk, _KEYS_INFO, 128)
-        self._pair_app = app_id
+        self._th = sha256(_SESSION_LABEL + u8len(a) + e_a + e_d).digest()
+        self._ss = ss
         self._state = _HELLO
-        return bytes((HELLO_DEV,)) + u8len(a) + e_d + mac_d
+        return bytes((HELLO_DEV,)) + u8len(a) + e_d
 
     def _hello_app(self, record):
         if len(record) != 33:
             raise ChannelError(errors.BAD_RECORD, "HELLO_APP length")
-        if not ct.equal(self._mac_a, record[1:33]):
+        mac = record[1:33]
+        th = self._th
+        app_id = pk = None
+        # every stored key is tried, whatever matched before: the time taken tells nothing
+        for aid in self.device.pairings():
+            k = self.device.pairing_key(aid)
+            if ct.equal(hmac_sha256(k, b"app", th), mac) and app_id is None:
+                app_id, pk = aid, k
+        if app_id is None:
             raise ChannelError(errors.AUTH_FAILED, "session authentication failed")
-        okm = self._keys
+        okm = hkdf(th, self._ss + pk, _KEYS_INFO, 128)
+        self._th = self._ss = None
         self._rx = frames.Direction(okm[0:32], okm[32:64], self.device.frame_buf)
         self._tx = frames.Direction(okm[64:96], okm[96:128])
-        self._keys = None
-        self._mac_a = None
-        self.app_id = self._pair_app
-        self._pair_app = None
+        self.app_id = app_id
         self._state = _SESSION
 
     # -- DATA

@@ -188,9 +188,10 @@ class DeviceClient:
         device (its rules, tokens and Wi-Fi go with it).
 
         If the answer does not arrive (the link drops first; NimBLE may discard a notification
-        queued when a link ends), the host reconnects and asks: a device that answers `not_paired`
-        has removed the pairing, and the local key goes too. Raises `KeyhookError` when the device
-        still holds the pairing or cannot be asked; the local key then stays.
+        queued when a link ends), the host reconnects and asks: a device that does not accept this
+        app's key (`auth_failed` to the handshake, `NotPaired` here) has removed the pairing, and
+        the local key goes too. Raises `KeyhookError` when the device still holds the pairing or
+        cannot be asked; the local key then stays.
         """
         device_id = self.session.device_id
         try:
@@ -203,12 +204,14 @@ class DeviceClient:
         self.keystore.remove(device_id)
 
     async def _still_paired(self) -> bool:
-        # a fresh session answers the question: not_paired, or a session (still paired)
+        # a fresh session answers the question: the device accepts this app's key (still paired)
+        # or does not (NotPaired: the pairing is gone); the first response of a session tells
         deadline = time.monotonic() + UNPAIR_CHECK_S
         while True:
             try:
                 async with ble.connect(self.address, radio=self.radio, timeout=self.timeout, attempts=1) as link:
-                    await open_session(link, self.keystore)
+                    session = await open_session(link, self.keystore)
+                    await session.request("info")
                     return True
             except NotPaired:
                 return False

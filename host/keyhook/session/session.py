@@ -1,7 +1,8 @@
 """Forward-secret sessions (PROTOCOL.md sections 4 to 6).
 
 HELLO / HELLO_DEV / HELLO_APP with fresh X25519 keys authenticated by the pairing key, then
-DATA frames carrying JSON requests and responses.
+DATA frames carrying JSON requests and responses. HELLO names no app: the app proves the
+pairing key first (HELLO_APP), and the device proves it with its first DATA frame.
 """
 
 from __future__ import annotations
@@ -13,22 +14,24 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from keyhook.session import records
-from keyhook.session.errors import AuthenticationError, ChannelError, NotPaired, ProtocolError, RequestFailed
+from keyhook.session.errors import (AuthenticationError, AuthFailed, ChannelError, NotPaired, ProtocolError,
+                                    RequestFailed)
 from keyhook.session.frames import FrameOpener, FrameSealer, decode_payload, encode_payload
 from keyhook.session.link import RecordLink
-from keyhook.session.spake2 import confirm_equal, hkdf_sha256, hmac_sha256, sha256
+from keyhook.session.spake2 import hkdf_sha256, hmac_sha256, sha256
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
-TH_LABEL = b"keyhook-session-v1"
+TH_LABEL = b"keyhook-session-v2"
 KEYS_INFO = b"keyhook-session-keys-v1"
 HANDSHAKE_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 30.0
 
 
-def transcript_hash(id_a: bytes, id_b: bytes, e_app: bytes, e_dev: bytes) -> bytes:
-    return sha256(TH_LABEL + records.u8len(id_a) + records.u8len(id_b) + e_app + e_dev)
+def transcript_hash(id_a: bytes, e_app: bytes, e_dev: bytes) -> bytes:
+    """`TH` of PROTOCOL.md section 4: SHA-256 over the label, `u8len(A)`, `eA` and `eD`."""
+    return sha256(TH_LABEL + records.u8len(id_a) + e_app + e_dev)
 
 
 def session_keys(th: bytes, ss: bytes, pk: bytes) -> tuple[bytes, bytes, bytes, bytes]:
@@ -50,6 +53,8 @@ class Session:
 
     def __init__(self, link: RecordLink, device_id: str, keys: tuple[bytes, bytes, bytes, bytes]) -> None:
         self.link = link
+        # the device proves the pairing key with its first DATA frame (PROTOCOL.md section 4)
+        self.confirmed = False
         self.device_id = device_id
         self._out = FrameSealer(keys[0], keys[1])
         self._in = FrameOpener(keys[2], keys[3])
@@ -82,10 +87,33 @@ class Session:
         self._check_open()
         try:
             record = await self.link.recv(timeout)
+            if not self.confirmed:
+                plain = self._first_frame(record)
+                self.confirmed = True
+                return decode_payload(plain)
             records.raise_if_error(record)
             return decode_payload(self._in.open(record))
         except ChannelError as e:
             raise self._fail(e)
+
+    def _first_frame(self, record: bytes) -> bytes:
+        # the answer to HELLO_APP and the app's first frame: auth_failed when the device holds no
+        # pairing that this key opens; a frame whose tag fails when whoever answers does not
+        # hold the key
+        try:
+            records.raise_if_error(record)
+        except AuthFailed as e:
+            raise NotPaired(
+                f"device {self.device_id} did not accept this app's pairing key",
+                hint="the pairing may have been removed (unpair, pairing.remove) or the device reset: "
+                     "onboard it again (`keyhook onboard`)", device_message=e.device_message) from e
+        try:
+            return self._in.open(record)
+        except ProtocolError as e:
+            raise AuthenticationError(
+                f"device {self.device_id} could not prove it holds this app's pairing key ({e})",
+                hint="the device may have been reset or the pairing removed: remove the pairing here "
+                     "and pair again; if not, someone may be impersonating the device") from e
 
     async def request(self, op: str, timeout: float = REQUEST_TIMEOUT_S, **fields) -> dict:
         """Send one request and return its response (`ok: true`), or raise `RequestFailed`."""
@@ -118,40 +146,35 @@ async def open_session(link: RecordLink, keystore, device_id: str | None = None,
     """Run the handshake with the device on `link` and return the session.
 
     `device_id`, when given, is the device this app means to talk to; a different device
-    answering is refused. Raises `NotPaired`/`AuthFailed`/`Busy`... from the device, or
-    `AuthenticationError` when the device cannot prove it holds the pairing key.
+    answering is refused. Raises `NotPaired` when this app holds no key for the device that
+    answers, `Busy`... from the device. The device proves the pairing key with its first DATA
+    frame: the session's first response raises `NotPaired` when the device did not accept this
+    app's key, `AuthenticationError` when the answer is not made with it.
     """
-    id_b = records.app_identity(keystore.app_id)
     ephemeral = X25519PrivateKey.generate()
     e_app = x25519_public(ephemeral)
-    await link.send(bytes([records.HELLO]) + records.u8len(id_b) + e_app)
+    await link.send(bytes([records.HELLO]) + e_app)  # no app identity on the air
 
     body = records.expect(await link.recv(timeout), records.HELLO_DEV)
     id_a, off = records.take_u8len(body)
     dev = records.device_id_of(id_a)
-    if len(body) - off != records.X25519_LEN + records.MAC_LEN:
+    if len(body) - off != records.X25519_LEN:
         raise ProtocolError("the device sent a HELLO_DEV of the wrong length")
-    e_dev = body[off:off + records.X25519_LEN]
-    mac_d = body[off + records.X25519_LEN:]
+    e_dev = body[off:]
     if device_id is not None and dev != device_id:
         raise AuthenticationError(f"device {dev} answered where {device_id} was expected",
                                   hint="connect to the right device")
     pairing = keystore.get(dev)
     if pairing is None:
-        raise NotPaired(f"this app holds no pairing for device {dev}",
+        raise NotPaired(f"this app is not paired with device {dev} (it holds no pairing key for it)",
                         hint="pair with the device's setup code first, or ask an admin app to open a pairing window")
-    th = transcript_hash(id_a, id_b, e_app, e_dev)
-    if not confirm_equal(mac_d, hmac_sha256(pairing.key, b"dev" + th)):
-        raise AuthenticationError(
-            f"device {dev} could not prove it holds this app's pairing key",
-            hint="the device may have been reset or the pairing removed: remove the pairing here "
-                 "and pair again; if not, someone may be impersonating the device")
     try:
         ss = ephemeral.exchange(X25519PublicKey.from_public_bytes(e_dev))
     except ValueError as e:  # all-zero shared secret (a low-order point)
         raise ProtocolError("the device sent a degenerate ephemeral key") from e
     if ss == bytes(32):
         raise ProtocolError("the device sent a degenerate ephemeral key")
+    th = transcript_hash(id_a, e_app, e_dev)
     keys = session_keys(th, ss, pairing.key)
     del ephemeral, ss
     await link.send(bytes([records.HELLO_APP]) + hmac_sha256(pairing.key, b"app" + th))
