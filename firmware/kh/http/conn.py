@@ -20,6 +20,7 @@ _EPIPE = const(32)  # not in MicroPython's errno; 32 on Linux and in newlib (ESP
 _RESET = (errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, _EPIPE)
 _ERR_SSL_CONN_EOF = const(-0x7280)  # peer closed without close_notify
 _HS_SLICE_MS = const(20)
+_YIELD_READS = const(8)  # reads between turns given to the other tasks
 _IPPROTO_TCP = const(6)  # same numbers on Linux and lwIP
 _TCP_NODELAY = const(1)
 
@@ -56,6 +57,7 @@ class Conn:
         self.hi = 0
         self.requests = 0
         self.wrote = 0  # request bytes written in total
+        self.reads = 0
         self.closed = False
         self.check = None  # the TLS Check while the handshake may still be finishing
 
@@ -145,6 +147,15 @@ class Conn:
         return await self.read_into(self.mv[self.hi:], dl, phase, True)
 
     async def read_into(self, mv, dl, phase, into_buf=False):
+        # The deadline holds however the bytes come: a server that always has a few more (a
+        # body in 1-byte chunks) must not keep the fire past its time-out; and every
+        # _YIELD_READS reads the loop gets a turn, so that BLE, the button and the other
+        # tasks run while a fire reads a long answer.
+        if left_ms(dl) <= 0:
+            raise FireError("timeout", "the time-out ran out while " + phase)
+        self.reads += 1
+        if not self.reads % _YIELD_READS:
+            await asyncio.sleep_ms(0)
         while True:
             try:
                 if self.tls:
