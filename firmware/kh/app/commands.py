@@ -107,7 +107,7 @@ class Commands:
         except MemoryError:
             gc.collect()
             return {"id": rid, "ok": False, "error": "memory",
-                    "message": "the device ran out of memory (a rules change is all or nothing); try again, or send fewer rules at once"}
+                    "message": "the device ran out of memory; try again (a rules change is all or nothing)"}
         except Exception as e:  # a bug must not kill the session task; report its type only
             self.ctx.log.add("app", "internal error " + type(e).__name__)
             return {"id": rid, "ok": False, "error": "internal", "message": type(e).__name__}

@@ -65,8 +65,8 @@ _REQUEST_HINTS: dict[str, str] = {
     "busy": "wait a moment and try again",
     "clock_not_set": "set the device's clock first (the `time` operation sends this host's time)",
     "internal": "try again; if it persists, read the device's log over serial",
-    "memory": "try again; `keyhook info` shows the device's heap (size, free, largest free block, lowest "
-              "since boot); a board with PSRAM or the firmware in ROMFS leaves more room",
+    "memory": "try again, or push fewer rules at once; `keyhook info` shows the device's heap (size, free, "
+              "largest free block); a board with PSRAM leaves far more room",
     "forbidden": "this needs an admin app (the one paired with the setup code)",
 }
 

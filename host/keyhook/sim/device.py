@@ -133,6 +133,12 @@ class SimDevice:
                 if self.proc and self.proc.poll() is not None and self._reader and not self._reader.is_alive():
                     # With echo on, its output is already on the screen: do not print it twice.
                     tail = "; its output is above" if self.echo else ":\n" + "\n".join(self.lines[-20:])
+                    if any("MemoryError" in line for line in self.lines[since:]):
+                        heap = f"{self.heapsize // 1024} KiB" if self.heapsize else "the interpreter's default"
+                        raise KeyhookError(f"the simulated device ran out of memory while it started (GC heap "
+                                           f"{heap})" + tail,
+                                           hint="give it a larger heap (`keyhook sim --heap KIB`); `make bench` "
+                                                "measures the smallest that works")
                     raise KeyhookError(f"the simulated device exited ({self.proc.returncode}) before printing "
                                        f"{rx.pattern!r}" + tail)
                 left = deadline - time.monotonic()
