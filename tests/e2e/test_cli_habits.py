@@ -392,3 +392,39 @@ def test_a_push_interrupted_after_the_commit_went_out_says_the_device_may_hold_t
     assert rc == 130, err
     assert "interrupted; the device may hold the new rules" in err
     assert f"keyhook rules list {dev.address}" in err and "Traceback" not in err
+
+
+def test_pairing_list_and_rm_from_the_cli(paired, keystore, tmp_path):
+    """The admin can see the guests' ids (to hand over or remove them) from the command line."""
+    from keyhook.session.keystore import Keystore
+    from e2ekit import run
+
+    dev, cfg = paired, keystore.root
+    code = json.loads(keyhook("pairing", "open", dev.address, "--json", radio=dev.radio, config=cfg).stdout)["code"]
+    guest = Keystore(tmp_path / "guest")
+    from keyhook.session.device import onboard
+    run(onboard(dev.address, code, radio=str(dev.radio), keystore=guest))
+    listed = json.loads(keyhook("pairing", "list", dev.address, "--json", radio=dev.radio, config=cfg).stdout)
+    assert {r["app_id"] for r in listed} == {keystore.app_id, guest.app_id}
+    assert [r["this_app"] for r in listed if r["app_id"] == keystore.app_id] == [True]
+    as_guest = json.loads(keyhook("pairing", "list", dev.address, "--json", radio=dev.radio,
+                                  config=guest.root).stdout)
+    assert [r["app_id"] for r in as_guest] == [guest.app_id]  # a guest sees only itself
+    assert keyhook("pairing", "rm", dev.address, guest.app_id, radio=dev.radio, config=cfg).returncode == 0
+    listed = json.loads(keyhook("pairing", "list", dev.address, "--json", radio=dev.radio, config=cfg).stdout)
+    assert [r["app_id"] for r in listed] == [keystore.app_id]
+    gone = keyhook("pairing", "rm", dev.address, guest.app_id, radio=dev.radio, config=cfg)
+    assert gone.returncode == 2 and "no pairing" in gone.stderr
+
+
+def test_a_failed_trigger_says_why(paired, keystore, tmp_path):
+    """`keyhook trigger` shows the device's message for a failure, not only its code."""
+    dev, cfg = paired, keystore.root
+    f = tmp_path / "r.json"
+    # a CA-checked rule to a local TLS port with nothing listening: the device says what failed
+    f.write_text(json.dumps(hook("ca", "https://127.0.0.1:9/x", securityLevel="TlsWithCACheck")))
+    assert keyhook("rules", "push", dev.address, str(f), "--no-check-pins", "--no-probe",
+                   radio=dev.radio, config=cfg).returncode == 0
+    out = keyhook("trigger", dev.address, "ca", "--json", radio=dev.radio, config=cfg)
+    r = json.loads(out.stdout)
+    assert out.returncode == 1 and r["error"] and r.get("message"), r

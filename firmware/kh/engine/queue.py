@@ -273,6 +273,9 @@ class Queue:
             out["error"] = code
             out["sent"] = bool(res.get("sent"))
             out["elapsed_ms"] = res.get("elapsed_ms")
+            out.pop("message", None)  # this attempt's, not an earlier one's
+            if code and res.get("message"):
+                out["message"] = res["message"]  # what went wrong and what to do (no secrets)
             retry = (code in RETRY_CODES) or (code is None and status in RETRY_STATUS)
             if not retry:
                 self._log.add(name, status=status, code=code, attempt=n, of=self.attempts,

@@ -355,6 +355,33 @@ def pairing_open(ctx: click.Context, address: str, seconds: int, timeout: float,
           lambda r: out.print(f"one-time setup code (valid {seconds} s): [bold]{shown(code)}[/bold]"))
 
 
+@pairing.command("list")
+@click.argument("address", type=ADDRESS)
+@timeout_option()
+@json_option
+@click.pass_context
+def pairing_list(ctx: click.Context, address: str, timeout: float, as_json: bool) -> None:
+    """List the apps paired with the device (a guest sees only itself); marks this app."""
+    data = _with_device(ctx, address, lambda d: d.request("pairing.list"), timeout)
+    apps = [{"app_id": a, "this_app": a == data.get("you")} for a in data.get("apps") or []]
+    _emit(as_json, apps, lambda rows: [out.print(shown(r["app_id"]) + ("  (this app)" if r["this_app"] else ""))
+                                      for r in rows])
+
+
+@pairing.command("rm")
+@click.argument("address", type=ADDRESS)
+@click.argument("app_id")
+@timeout_option()
+@json_option
+@click.pass_context
+def pairing_rm(ctx: click.Context, address: str, app_id: str, timeout: float, as_json: bool) -> None:
+    """Remove the pairing of app APP_ID (admin; `keyhook pairing list` shows the ids)."""
+    data = _with_device(ctx, address, lambda d: d.request("pairing.remove", app_id=app_id), timeout)
+    if not data.get("removed"):
+        raise KeyhookError(f"the device has no pairing for {app_id!r}", hint=f"`keyhook pairing list {address}` shows them")
+    _emit(as_json, {"removed": app_id}, lambda r: out.print(f"removed the pairing of {shown(app_id)}"))
+
+
 @pairing.command("admin")
 @click.argument("address", type=ADDRESS)
 @click.argument("app_id")

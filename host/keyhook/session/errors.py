@@ -67,7 +67,8 @@ _REQUEST_HINTS: dict[str, str] = {
     "internal": "try again; if it persists, read the device's log over serial",
     "memory": "try again, or push fewer rules at once; `keyhook info` shows the device's heap (size, free, "
               "largest free block); a board with PSRAM leaves far more room",
-    "forbidden": "this needs an admin app (the one paired with the setup code)",
+    "forbidden": "this needs the device's admin app (or, for a rule, the app that stored it); "
+                 "`keyhook pairing list ADDRESS` shows which app this is",
 }
 
 
