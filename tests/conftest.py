@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -13,6 +14,9 @@ from keyhook.boards import mp
 from keyhook.paths import FIRMWARE, REPO, UNIX_BOARD
 
 TESTS = Path(__file__).resolve().parent
+# Nothing a test runs may reach beyond 127.0.0.1, not even a DNS query: the host's pin check and
+# the push-time TLS probe (also in the CLI subprocesses, which inherit this) contact loopback only.
+os.environ["KEYHOOK_LOOPBACK_ONLY"] = "1"
 MP_HELPERS = TESTS / "mp"  # MicroPython-side test helpers, on MICROPYPATH for every run
 
 

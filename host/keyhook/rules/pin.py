@@ -6,6 +6,7 @@ reads the chain as sent. Nothing is sent to the server beyond the TLS handshake.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ def fetch_chain(url: str, timeout: float = 5.0) -> list[Candidate]:
     if parts.scheme != "https" or not parts.hostname:
         raise KeyhookError(f"{url!r} is not an https:// URL", hint="pins exist only for TLS servers")
     host, port = parts.hostname, parts.port or 443
+    if os.environ.get("KEYHOOK_LOOPBACK_ONLY") and not (host == "localhost" or host.startswith("127.")):
+        # the test suite's guard: nothing leaves 127.0.0.1, not even a DNS query
+        raise KeyhookError(f"{host} was not contacted: KEYHOOK_LOOPBACK_ONLY allows loopback only",
+                           hint="unset KEYHOOK_LOOPBACK_ONLY outside the tests")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
