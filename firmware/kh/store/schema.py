@@ -200,6 +200,12 @@ def validate(rule):
         v = rule.get(key)
         if v is not None and not (isinstance(v, str) and len(v) <= 256):
             _fail(name, key, "must be a string of at most 256 characters")
+    v = rule.get("expiresAt")
+    if v is not None:
+        from kh.store.rfc3339 import seconds
+        if seconds(v) is None:
+            _fail(name, "expiresAt", "is not an RFC 3339 date-time with an offset, such as "
+                  "2030-06-01T12:00:00Z or 2030-06-01T14:00:00+02:00 (or null: never expires)")
     events = rule.get("events", ["trigger"])
     if not isinstance(events, list) or not events or len(events) > _MAX_EVENTS:
         _fail(name, "events", "must be a list of 1 to %d events" % _MAX_EVENTS)

@@ -208,7 +208,7 @@ def rule_warnings(rule: dict, now: dt.datetime | None = None) -> list[Warning_]:
             if when < (now or dt.datetime.now(dt.timezone.utc)):
                 warn(f"expiresAt {exp} is in the past: the definition has expired")
         except ValueError:
-            warn(f"expiresAt {exp!r} is not an ISO 8601 date and time")
+            warn("expiresAt is not an RFC 3339 date-time such as 2027-01-01T00:00:00Z")
     auth = (d.get("authentication") or {}).get("apiAuthenticationType", "None")
     body = d.get("body")
     for k in d.get("additionalHttpHeaders") or {}:
