@@ -73,3 +73,68 @@ def test_push_refuses_an_unreadable_expires_at(paired, keystore, tmp_path, plain
         assert exp not in text, text
         assert "Traceback" not in text, text
     assert _names(dev, keystore) == before
+
+
+# ---- C: hostile rule files give error:/hint: lines and exit 2, never a traceback ----
+
+def _hostile(url):
+    good = json.dumps(hook("ok", url))
+    d = '"definition": {"method": "Post", "url": "%s", "securityLevel": "AllowHttp"' % url
+    return {
+        "long_int": '{"functionName": "a", %s, "timeout": %s}}' % (d, "9" * 5000),
+        "deep_list": "[" * 100000 + "]" * 100000,
+        "deep_inside": '{"functionName": "a", "definition": %s}' % ("[" * 100000 + "]" * 100000),
+        "nan": '{"functionName": "a", %s, "timeout": NaN}}' % d,
+        "infinity": '[%s, {"functionName": "b", %s, "timeout": -Infinity}}]' % (good, d),
+        "lone_surrogate": '{"functionName": "a\\ud800", %s}}' % d,
+        "lone_in_body": '{"functionName": "a", %s, "body": {"content": "x\\udc00"}}}' % d,
+        # the validator's answer quotes the event: U+2028 in it must not split the answer
+        "u2028_event": json.dumps(hook("a", url, events=["button:\u2028"]), ensure_ascii=False),
+        "u2028_name": json.dumps(hook("a\u2028b", url), ensure_ascii=False),
+        "u0085_name": json.dumps(hook("a\u0085b", url), ensure_ascii=False),
+    }
+
+
+def test_hostile_rule_files_are_refused_cleanly(paired, keystore, tmp_path, plain):
+    dev = paired
+    before = _names(dev, keystore)
+    problems = []  # every case is tried; the assertion lists all that went wrong
+    for name, text in _hostile(plain.url("/x")).items():
+        f = tmp_path / f"{name}.json"
+        f.write_text(text, encoding="utf-8")
+        for args in (("rules", "push", dev.address, str(f)), ("fire", str(f))):
+            out = cli(*args, radio=dev.radio, config=keystore.root, check=False)
+            text_out = out.stdout + out.stderr
+            case = (name, args[0])
+            if "Traceback" in text_out:
+                problems.append((case, "traceback", text_out[-300:]))
+                continue
+            if args[0] == "fire" and name in ("u2028_name", "u0085_name", "u2028_event"):
+                # read fine; the device's engine refuses the definition: fire's JSON result
+                try:
+                    res = json.loads(out.stdout.strip().split("\n")[-1])
+                except ValueError:
+                    problems.append((case, "no JSON result", text_out[-300:]))
+                    continue
+                if not (out.returncode == 1 and res["error"] == "invalid_definition" and not res["sent"]):
+                    problems.append((case, out.returncode, res))
+                continue
+            lines = out.stderr.strip().split("\n")
+            if out.returncode != 2 or not any(ln.startswith("error: ") for ln in lines) or \
+                    not any(ln.startswith("hint: ") for ln in lines):
+                problems.append((case, out.returncode, text_out[-300:]))
+    assert problems == []
+    assert _names(dev, keystore) == before
+    plain.settle()
+    assert plain.requests == []
+
+
+def test_a_validator_that_stops_shows_the_end_of_its_output():
+    # MicroPython writes an uncaught exception's traceback to stdout: the error shows its end
+    # (here the device's reader refusing a lone surrogate, which the host lets through to it)
+    from keyhook import KeyhookError
+    from keyhook.rules.devicecheck import ask_device
+
+    with pytest.raises(KeyhookError) as e:
+        ask_device(each=[{"functionName": "a\ud800", "definition": {}}])
+    assert "lone surrogate" in str(e.value)

@@ -194,8 +194,10 @@ def validate(rule):
     if not isinstance(name, str) or not name.strip() or len(name) > _MAX_NAME:
         _fail(None, "functionName", "missing, empty or longer than %d characters" % _MAX_NAME)
     for c in name:
-        if ord(c) < 32:
-            _fail(name, "functionName", "holds a control character")
+        o = ord(c)
+        if o < 32 or 127 <= o < 160 or o == 0x2028 or o == 0x2029:
+            # C0, DEL, C1 (U+0085 NEL) and the line and paragraph separators: a name is one line
+            _fail(None, "functionName", "holds a control character or a line break")
     for key in ("integrationName", "locationName", "functionWebhookId", "expiresAt", "modificationState"):
         v = rule.get(key)
         if v is not None and not (isinstance(v, str) and len(v) <= 256):
