@@ -169,6 +169,8 @@ def test_a_full_quota_is_refused_naming_the_quota(api, cloud):
     (lambda w: w.update(locationName="x" * 129), "locationName"),
     (lambda w: w.pop("integrationName"), "integrationName"),
     (lambda w: w.update(expiresAt="next tuesday"), "expiresAt"),
+    (lambda w: w.update(expiresAt="2020-01-01"), "expiresAt"),           # what no device reads (review B)
+    (lambda w: w.update(expiresAt="2027-01-01T00:00:00"), "expiresAt"),  # no offset
 ])
 def test_malformed_definitions_get_400_naming_the_field_and_store_nothing(api, cloud, change, field):
     enable(api, cloud)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -73,7 +74,10 @@ def chain_fingerprint(wh: dict) -> str:
     d = wh["definition"]
     a = d["authentication"]
     h = hashlib.sha256(b"kh-oauth-chain1")
-    parts = [a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"), a.get("clientId"), a.get("scope")]
+    u = urlsplit(d["url"])
+    origin = f"{u.scheme.lower()}://{u.hostname}:{u.port or (443 if u.scheme.lower() == 'https' else 80)}"
+    parts = [a["refreshToken"], a.get("tokenEndpoint") or a.get("tokenEndoint"), a.get("clientId"), a.get("scope"),
+             origin]
     level = d.get("securityLevel") or "TlsWithCACheck"
     if level != "TlsWithCACheck" or d.get("allowInsecureRemote"):  # how the servers are verified
         parts += [level, d.get("pinnedCertificate"), "remote" if d.get("allowInsecureRemote") else None]
@@ -445,3 +449,33 @@ def test_a_weaker_rule_never_receives_a_stricter_chains_tokens(fire, pki, starte
     assert live_rt not in seen and live_at not in seen
     assert [r.form["refresh_token"] for r in impostor.token_requests] == ["rt-initial"]  # its own chain
     fire.assert_no_secret(live_rt, live_at)
+
+
+# -- token state is bound to the origin of the request (security review, Medium A) ---------
+
+@pytest.mark.parametrize("level", ["TlsWithCACheck", "AllowHttp"])
+def test_another_origin_never_receives_a_chains_cached_access_token(fire, pki, started, level):
+    # The admin's rule redeems and rotates its refresh token; the access token is cached. A guest
+    # who knows only the ORIGINAL refresh token (dead at the identity provider) pushes a rule with
+    # the same refresh token, endpoint, client, scope and level but its own URL: a server it
+    # controls on 127.0.0.1. The device must not hand it the admin chain's access token.
+    tls = level != "AllowHttp"
+    ts = started(tls_token_server(pki, rotate=True, expires_in=3600, client_id="keyhook-test") if tls
+                 else TokenServer(rotate=True, expires_in=3600, client_id="keyhook-test"))
+    admin = webhook(ts.resource_url, ts.token_url, level=level)
+    assert fire(admin, trust=tls)["status"] == 200
+    admin_at = ts.issued_access_tokens[-1]
+    assert ts.current_refresh_token != "rt-initial"
+
+    rx = started(Receiver(tls=server_context(pki.leaf.chain_path, pki.leaf.key_path) if tls else None))
+    guest = webhook(rx.url("/steal"), ts.token_url, level=level)
+    assert guest["definition"]["authentication"] == admin["definition"]["authentication"]
+    fire(guest, trust=tls)
+    rx.settle()
+    got = [bearer(q) for q in rx.requests]
+    assert not any(g and admin_at in g for g in got), "the guest's server received the admin's access token"
+    assert not any(g and any(t in g for t in ts.issued_access_tokens) for g in got)
+    # The admin's chain still works, from its cache, for the admin's origin.
+    assert fire(admin, trust=tls)["status"] == 200
+    assert [r.authorization for r in ts.resource_requests][-1] == f"Bearer {admin_at}"
+    fire.assert_no_secret(admin_at)

@@ -479,3 +479,27 @@ def test_unreadable_or_foreign_state_is_ignored(mpo, tmp_path, content):
     assert r[0] == "Bearer AT1"
     assert form(r[1])["refresh_token"] == "RT0"
     assert r[2] == "RT1"
+
+
+def test_chains_are_per_origin_and_prune_keeps_each_origins_chain(mpo, tmp_path):
+    # Same refresh token, endpoint, client and scope: one chain per origin (scheme, host, port)
+    # of the request URL; rules to the same origin (another path, an explicit default port)
+    # share it; prune removes exactly the chain of the origin no rule uses any more.
+    r = mpo.json(f"""
+        import os
+        st = "{tmp_path}/st"
+        t = Tokens(st)
+        ep = K.Endpoint(rotate=False)
+        a = K.definition(url="https://api.example.test/hook")
+        a2 = K.definition(url="https://API.example.test:443/other?x=1")
+        b = K.definition(url="https://api.example.test:8443/hook")
+        h = [K.run(t.header(x, "k", ep)) for x in (a, a2, b)]
+        before = sorted(os.listdir(st))
+        n = t.prune([a2, K.definition(url="no url"), {{"authentication": None}}])
+        after = sorted(os.listdir(st))
+        h.append(K.run(t.header(a, "k", ep)))
+        K.out([h, len(ep.calls), len(before), n, len(after), after[0] in before])
+    """)
+    headers, calls, before, pruned, after, kept = r
+    assert headers == ["Bearer AT1", "Bearer AT1", "Bearer AT2", "Bearer AT1"]
+    assert calls == 2 and before == 2 and pruned == 1 and after == 1 and kept

@@ -6,10 +6,12 @@
 #                                before expiry; a rotated refresh token is stored durably before
 #                                the new access token is handed out.
 # State is kept per token chain, not per rule: a chain is what the definition's refreshToken,
-# tokenEndpoint, clientId and scope identify (its fingerprint). Rules that carry the same refresh
-# token share one chain, so a rotation by one rule does not strand the others; a definition with
-# a new refresh token (or another endpoint, or a weaker way to verify it) starts a new chain,
-# and a stored token is never sent to another endpoint nor over a weaker transport. One JSON file per chain, "<state_dir>/oauth-<fingerprint>.json", replaced
+# tokenEndpoint, clientId and scope and the origin (scheme, host, port) of its request URL
+# identify (its fingerprint). Rules that carry the same refresh token to the same origin share one
+# chain, so a rotation by one rule does not strand the others; a definition with a new refresh
+# token (or another endpoint, another origin, or a weaker way to verify it) starts a new chain,
+# and a stored token is never sent to another endpoint, another origin nor over a weaker
+# transport. One JSON file per chain, "<state_dir>/oauth-<fingerprint>.json", replaced
 # atomically:
 #   {"fp": fingerprint, "rt": rotated refresh token (absent until one is issued),
 #    "at": access token, "iat": obtained at, "until": use it until (clock seconds)}
@@ -22,6 +24,8 @@ import binascii
 import asyncio
 
 from kh.store import files
+from kh.http.url import parse
+from kh.http.errors import FireError
 
 _ACCESS = "OAuth2IssuedAccessToken"
 _REFRESH = "OAuth2IssuedRefreshToken"
@@ -58,8 +62,13 @@ def _fingerprint(rt, url, auth, d):
     # way of verifying the servers (level, pin, allowInsecureRemote): a token that a strictly
     # verified chain obtained never travels over a weaker transport. TlsWithCACheck without the
     # opt-out hashes as before that was part of the chain (state kept across the update).
+    # The origin of the request URL is part of it too: a rule that knows only a refresh token
+    # (one the admin's chain already rotated) but points at its own server starts its own chain
+    # and never receives the cached access token of another origin. Raises FireError on a URL
+    # the HTTP layer would refuse.
+    scheme, host, port = parse(d.get("url"))[:3]
     h = hashlib.sha256(b"kh-oauth-chain1")
-    parts = [rt, url, auth.get("clientId"), auth.get("scope")]
+    parts = [rt, url, auth.get("clientId"), auth.get("scope"), "%s://%s:%d" % (scheme, host, port)]
     level = d.get("securityLevel") or "TlsWithCACheck"
     if level != "TlsWithCACheck" or d.get("allowInsecureRemote"):
         parts += [level, d.get("pinnedCertificate"), "remote" if d.get("allowInsecureRemote") else None]
@@ -116,7 +125,10 @@ class Tokens:
             a = d.get("authentication") if isinstance(d, dict) else None
             if isinstance(a, dict) and a.get("apiAuthenticationType") == _REFRESH:
                 url = a.get("tokenEndpoint") or a.get("tokenEndoint")
-                keep[_fingerprint(a.get("refreshToken"), url, a, d)] = True
+                try:
+                    keep[_fingerprint(a.get("refreshToken"), url, a, d)] = True
+                except FireError:
+                    pass  # a request URL it cannot fire to: no chain to keep
         for fp in list(self._ram):
             if fp not in keep:
                 del self._ram[fp]

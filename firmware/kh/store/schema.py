@@ -194,12 +194,20 @@ def validate(rule):
     if not isinstance(name, str) or not name.strip() or len(name) > _MAX_NAME:
         _fail(None, "functionName", "missing, empty or longer than %d characters" % _MAX_NAME)
     for c in name:
-        if ord(c) < 32:
-            _fail(name, "functionName", "holds a control character")
+        o = ord(c)
+        if o < 32 or 127 <= o < 160 or o == 0x2028 or o == 0x2029:
+            # C0, DEL, C1 (U+0085 NEL) and the line and paragraph separators: a name is one line
+            _fail(None, "functionName", "holds a control character or a line break")
     for key in ("integrationName", "locationName", "functionWebhookId", "expiresAt", "modificationState"):
         v = rule.get(key)
         if v is not None and not (isinstance(v, str) and len(v) <= 256):
             _fail(name, key, "must be a string of at most 256 characters")
+    v = rule.get("expiresAt")
+    if v is not None:
+        from kh.store.rfc3339 import seconds
+        if seconds(v) is None:
+            _fail(name, "expiresAt", "is not an RFC 3339 date-time with an offset, such as "
+                  "2030-06-01T12:00:00Z or 2030-06-01T14:00:00+02:00 (or null: never expires)")
     events = rule.get("events", ["trigger"])
     if not isinstance(events, list) or not events or len(events) > _MAX_EVENTS:
         _fail(name, "events", "must be a list of 1 to %d events" % _MAX_EVENTS)

@@ -116,15 +116,16 @@ def run_fire(definition: dict | Path | list[dict], *, trust: tuple[str, ...] | l
         proc = mp.run_micropython(FIRE_SCRIPT, args, timeout=timeout, cwd=tmpdir,
                                   heapsize=max(2 << 20, 12 * size) if size > 65536 else None)
     results = []
-    for line in proc.stdout.decode(errors="replace").splitlines():
+    # split on "\n" only: str.splitlines() also splits inside a JSON string at U+2028, U+0085...
+    for line in proc.stdout.decode(errors="replace").split("\n"):
         if line.startswith("{"):
             try:
                 results.append(json.loads(line))
             except json.JSONDecodeError:
                 pass
     if len(results) < len(definitions) * repeat:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:] or \
-            proc.stdout.decode(errors="replace").strip().splitlines()[-5:]
+        tail = [ln for ln in proc.stderr.decode(errors="replace").strip().split("\n") if ln][-5:] or \
+            proc.stdout.decode(errors="replace").strip().split("\n")[-5:]
         raise KeyhookError("the firmware engine stopped without a result:\n  " + "\n  ".join(tail),
                            hint="this is a bug in keyhook; please report it with the definition (tokens removed)")
     return results

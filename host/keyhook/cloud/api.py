@@ -20,6 +20,7 @@ import datetime as dt
 import html
 import json
 import logging
+import re
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl
@@ -37,6 +38,25 @@ from keyhook.cloud.models import DeviceGrant, OAuthClient, OAuthToken, QuotaOver
 from keyhook.cloud.oauth import (OAuth2Error, Request as OAuthRequest, Server, TokenError, authenticate_bearer, now,
                                  token_hash)
 from keyhook.cloud.passwords import verify
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}):(\d{2})(?:\.\d+)?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+
+
+def rfc3339_date_time(value: Any) -> bool:
+    """True for an RFC 3339 section 5.6 date-time (with Z or an offset; 60 seconds: a leap second),
+    the one form of expiresAt a device reads."""
+    m = _RFC3339.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        return False
+    day, hm, sec, off = m.groups()
+    sec = "59" if sec == "60" else sec
+    try:
+        dt.datetime.fromisoformat(f"{day}T{hm}:{sec}{'+00:00' if off in 'Zz' else off}")
+    except ValueError:
+        return False
+    return True
+
 
 log = logging.getLogger("keyhook.cloud")
 
@@ -220,10 +240,9 @@ def create_app(db: Database) -> FastAPI:
         }
         expires = data.get("expiresAt")
         if expires is not None:
-            try:
-                dt.datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
-            except ValueError:
-                raise bad("expiresAt", "not an ISO 8601 date-time such as 2027-01-01T00:00:00Z") from None
+            if not rfc3339_date_time(expires):
+                # the device refuses any other form (firmware/kh/store/rfc3339.py), so does the cloud
+                raise bad("expiresAt", "not an RFC 3339 date-time with an offset, such as 2027-01-01T00:00:00Z")
         names["expiresAt"] = expires
         definition = data.get("definition")
         try:

@@ -76,13 +76,53 @@ def parse_json(raw: bytes | str, source: str = "standard input") -> Any:
         raise RuleError(f"{source}: {len(raw)} bytes is far more than a device holds",
                         hint="a rule may be at most 7500 bytes of JSON; give the rules file")
     try:
-        return json.loads(raw)  # bytes: the encoding and a BOM are detected
+        # bytes: the encoding and a BOM are detected; NaN and Infinity are not JSON (RFC 8259
+        # section 6), and no device reads them
+        data = json.loads(raw, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise RuleError(f"{source}: not UTF-8, UTF-16 or UTF-32 text",
                         hint="save the file as UTF-8 JSON") from None
     except json.JSONDecodeError as e:
         raise RuleError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})",
                         hint="fix the JSON; `python -m json.tool FILE` shows where") from None
+    except _Constant as e:
+        raise RuleError(f"{source}: {e.args[0]} is not a JSON number (RFC 8259 section 6)",
+                        hint="write a number, or the value as a string in quotes") from None
+    except RecursionError:
+        raise RuleError(f"{source}: arrays or objects nested too deeply to read",
+                        hint="a webhook nests a few levels; fix the file") from None
+    except ValueError as e:  # Python's limit on the digits of an integer (CVE-2020-10735)
+        what = "a number with too many digits" if "digits" in str(e) else "a value it cannot read"
+        raise RuleError(f"{source}: {what}", hint="no field of a webhook takes a number that long; fix the file") from None
+    if _lone_surrogate(data):
+        raise RuleError(f"{source}: a string holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                        "without its pair), which is not text",
+                        hint="escape a character outside the BMP as a pair (\\ud83d\\udeaa) or write it as UTF-8")
+    return data
+
+
+class _Constant(Exception):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _Constant(name)
+
+
+def _lone_surrogate(data: Any) -> bool:
+    """True when a string (or key) in `data` holds an unpaired surrogate (json joins pairs)."""
+    todo = [data]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, str):
+            if any("\ud800" <= c <= "\udfff" for c in x):
+                return True
+        elif isinstance(x, dict):
+            todo += x.keys()
+            todo += x.values()
+        elif isinstance(x, list):
+            todo += x
+    return False
 
 
 def load_rules(path: str | Path) -> list[dict]:
@@ -208,7 +248,7 @@ def rule_warnings(rule: dict, now: dt.datetime | None = None) -> list[Warning_]:
             if when < (now or dt.datetime.now(dt.timezone.utc)):
                 warn(f"expiresAt {exp} is in the past: the definition has expired")
         except ValueError:
-            warn(f"expiresAt {exp!r} is not an ISO 8601 date and time")
+            warn("expiresAt is not an RFC 3339 date-time such as 2027-01-01T00:00:00Z")
     auth = (d.get("authentication") or {}).get("apiAuthenticationType", "None")
     body = d.get("body")
     for k in d.get("additionalHttpHeaders") or {}:

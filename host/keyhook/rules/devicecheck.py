@@ -42,9 +42,12 @@ def ask_device(*, put: list | None = None, each: list | None = None, certs: list
         path.write_text(text)
         proc = mp.run_micropython(VALIDATE_SCRIPT, [str(path)], heapsize=max(MIN_HEAP, 12 * len(text)),
                                   timeout=timeout, cwd=tmp)
-    lines = [line for line in proc.stdout.decode(errors="replace").splitlines() if line.startswith("{")]
+    # split on "\n" only: str.splitlines() also splits inside a JSON string at U+2028, U+0085...
+    out = proc.stdout.decode(errors="replace")
+    lines = [line for line in out.split("\n") if line.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        # MicroPython writes an uncaught exception's traceback to stdout
+        tail = (out + "\n" + proc.stderr.decode(errors="replace")).strip().split("\n")[-3:]
         raise KeyhookError("the device's validator stopped without an answer:\n  " + "\n  ".join(tail),
                            hint="this is a bug in keyhook; please report it with the file (secrets removed)")
     return json.loads(lines[-1])
