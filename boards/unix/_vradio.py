@@ -218,9 +218,24 @@ class Endpoint:
         except MemoryError:
             print("keyhook sim: the simulated radio ran out of memory (GC heap too small for the "
                   "firmware and the simulation); the device stops")
-            import os
-
             os.system("kill -9 $PPID")
+        except SystemExit:  # the host that runs this simulated device is gone
+            os.system("kill -9 $PPID")
+
+    @staticmethod
+    def _host_gone():
+        # KEYHOOK_SIM_HOST_PID: the process that runs this simulated device (keyhook.sim.device).
+        # It may die without stopping the firmware (killed with SIGKILL, say); then the firmware,
+        # in a session of its own, would run on as an orphan that still advertises.
+        pid = os.getenv("KEYHOOK_SIM_HOST_PID")
+        if not pid:
+            return False
+        try:
+            with open("/proc/" + pid + "/stat") as f:
+                state = f.read().split(")")[-1].split()[0]
+        except (OSError, IndexError):
+            return True
+        return state in ("Z", "X")  # killed, not yet reaped by its parent
 
     def _loop(self):
         p = select.poll()
@@ -228,7 +243,12 @@ class Endpoint:
         p.register(ls, select.POLLIN)
         run = self._run
         centrals = 0
+        checked = time.ticks_ms()
         while run[0]:
+            if time.ticks_diff(time.ticks_ms(), checked) > 1000:
+                checked = time.ticks_ms()
+                if self._host_gone():
+                    raise SystemExit  # (nothing printed: the host read the console, and is gone)
             tick = _POLL_MS
             if centrals:
                 iv = self.link[0]

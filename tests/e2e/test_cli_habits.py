@@ -428,3 +428,25 @@ def test_a_failed_trigger_says_why(paired, keystore, tmp_path):
     out = keyhook("trigger", dev.address, "ca", "--json", radio=dev.radio, config=cfg)
     r = json.loads(out.stdout)
     assert out.returncode == 1 and r["error"] and r.get("message"), r
+
+
+def test_the_firmware_stops_when_the_simulator_is_killed(tmp_path, radio):
+    """`kill -9` of `keyhook sim` (no chance to stop its firmware, which runs in a session of its
+    own) must not leave the firmware running as an orphan that still advertises."""
+    state = tmp_path / "state"
+    env = dict(os.environ, KEYHOOK_RADIO=str(radio))
+    sim = subprocess.Popen([sys.executable, "-m", "keyhook", "sim", "--state", str(state)], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for line in sim.stdout:
+        if "advertising as" in line:
+            break
+
+    def firmware() -> list[str]:
+        return subprocess.run(["pgrep", "-f", str(state / "code")], capture_output=True, text=True).stdout.split()
+    assert firmware(), "the firmware runs"
+    os.killpg(sim.pid, signal.SIGKILL)
+    sim.wait()
+    deadline = time.monotonic() + 15
+    while firmware() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert firmware() == [], "the firmware outlived its simulator"

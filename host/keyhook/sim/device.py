@@ -90,6 +90,7 @@ class SimDevice:
         env = mp.micropython_env(firmware=self.firmware)
         env.update(vradio.device_env(self.radio, self.state))
         env.update(self.code.env())
+        env["KEYHOOK_SIM_HOST_PID"] = str(os.getpid())  # the firmware stops when this process is gone
         if self.name:
             env["KEYHOOK_SIM_NAME"] = self.name
         if self.certs:
