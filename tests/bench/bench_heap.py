@@ -28,12 +28,14 @@ from __future__ import annotations
 from benchkit import smallest  # tests/bench/ is on the path (run.py, or running the file)
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
 import textwrap
 import time
 from pathlib import Path
+from unittest import mock
 
 from keyhook.boards import mp
 from keyhook.session.device import DeviceClient, onboard
@@ -153,15 +155,8 @@ def _sim_share(tmp: Path) -> int:
     script.write_text(textwrap.dedent(SIM_SHARE))
     env_state = tmp / "simshare-state"
     env_state.mkdir(exist_ok=True)
-    old = os.environ.get("KEYHOOK_SIM_STATE")
-    os.environ["KEYHOOK_SIM_STATE"] = str(env_state)
-    try:
+    with mock.patch.dict(os.environ, KEYHOOK_SIM_STATE=str(env_state)):
         p = mp.run_micropython(script, timeout=60, cwd=tmp)
-    finally:
-        if old is None:
-            os.environ.pop("KEYHOOK_SIM_STATE", None)
-        else:
-            os.environ["KEYHOOK_SIM_STATE"] = old
     return int(p.stdout.decode().split()[-1])
 
 
@@ -215,16 +210,8 @@ def _breakdown(tmp: Path) -> list[dict]:
     script.write_text(BREAKDOWN)
     state = tmp / "breakdown-state"
     state.mkdir(exist_ok=True)
-    old = {k: os.environ.get(k) for k in ("KEYHOOK_SIM_STATE", "KEYHOOK_SIM_ROMFS")}
-    os.environ.update(KEYHOOK_SIM_STATE=str(state), KEYHOOK_SIM_ROMFS=str(code.romfs))
-    try:
+    with mock.patch.dict(os.environ, KEYHOOK_SIM_STATE=str(state), KEYHOOK_SIM_ROMFS=str(code.romfs)):
         p = mp.run_micropython(script, firmware=code.firmware, timeout=60, cwd=tmp)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     try:
         steps = json.loads(p.stdout.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -250,11 +237,9 @@ def _interpreters() -> list[tuple[str, str | None, str | None, tuple[str, ...]]]
 
 def run() -> list[dict]:
     rows: list[dict] = []
-    old_interp = os.environ.get(mp.ENV_INTERPRETER)
-    old_link = os.environ.get("KEYHOOK_RADIO_LINK")
-    os.environ["KEYHOOK_RADIO_LINK"] = "0"
     only = os.environ.get("KEYHOOK_BENCH_HEAP_ONLY", "")  # e.g. "32-bit/mpy" to measure one cell by hand
-    try:
+    # the interpreter is switched below; everything set in os.environ is undone at the end
+    with mock.patch.dict(os.environ, KEYHOOK_RADIO_LINK="0"), _fresh_interpreter_cache():
         with tempfile.TemporaryDirectory(prefix="kh-bench-heap-") as d:
             tmp = Path(d)
             pki = make_pki(tmp / "pki")
@@ -280,14 +265,16 @@ def run() -> list[dict]:
                         if only and only != f"{label.split()[0]}/{form}":
                             continue
                         rows += _form(tmp, label, form, share, pki, rx)
-    finally:
-        for k, v in ((mp.ENV_INTERPRETER, old_interp), ("KEYHOOK_RADIO_LINK", old_link)):
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        mp._implementation.cache_clear()
     return rows
+
+
+@contextlib.contextmanager
+def _fresh_interpreter_cache():
+    # keyhook.mp caches what it learnt of an interpreter: forget it when the interpreter changes back
+    try:
+        yield
+    finally:
+        mp._implementation.cache_clear()
 
 
 def _form(tmp: Path, label: str, form: str, share: float, pki, rx) -> list[dict]:
