@@ -184,7 +184,7 @@ root = store.use(info.get("data"))
 step("kh.app.main and the store (module objects)")
 from kh.session.device import Device
 dev = Device(root)
-step("identity and pairings (kh.session), with the 8 KiB link buffer")
+step("identity and pairings (kh.session)")
 from kh.engine.log import Log
 log = Log()
 step("log ring (kh.engine.log)")
@@ -194,7 +194,7 @@ from kh.engine import queue, wifi
 q = queue.from_settings(env.fire, None, log=log, net_up=wifi.connected)
 step("fire queue, settings and rules store (kh.engine.queue, kh.store.config, kh.store.rules)")
 from kh.gatt.service import GattService
-g = GattService(bluetooth.BLE(), "keyhook", None, None, None, buf=dev.frame_buf)
+g = GattService(bluetooth.BLE(), "keyhook", None, None, None)
 step("GATT service, its ring and fragment buffers (kh.gatt)")
 from kh.session.channel import Channel
 ch = Channel(dev)

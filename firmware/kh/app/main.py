@@ -189,10 +189,8 @@ class Keyhook:
         self._bounds = (info.get("link_preauth_ms") or _PREAUTH_MS, info.get("link_idle_ms") or _IDLE_MS)
         self._since = 0  # ticks_ms of the connect, then of the last record handled
         self._busy = False
-        # one 8 KiB buffer for the link: GATT assembles each record in it and the session
-        # decrypts the record's frame in place
-        self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect,
-                                buf=self.device.frame_buf)
+        # GATT assembles each record in a buffer of its own length; the session decrypts it there
+        self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect)
         creds = config.wifi()
         if creds:
             wifi.connect(creds["ssid"], creds.get("password", ""))

@@ -12,13 +12,14 @@
 # memory in gatts_read, the ring full) is reported to the task as lost, and the app gets
 # ERROR busy for the record it belonged to.
 #
-# Upward API: GattService(ble, name, on_record, on_connect, on_disconnect, on_reset=None,
-# buf=None), advertise(paired), await send(record) -> bool, disconnect(), await run().
+# Upward API: GattService(ble, name, on_record, on_connect, on_disconnect, on_reset=None),
+# advertise(paired), await send(record) -> bool, disconnect(), await run().
 # send() paces notifications by NimBLE's pool and never leaves half a record on a live link:
 # when the link frees no buffer for _NOTIFY_STALL_MS it disconnects and returns False.
-# Records are assembled in buf (a bytearray of MAX_RECORD bytes, shared with the layer above:
-# the device decrypts frames there; None: one of its own) and on_record(record) gets a
-# memoryview into it, valid until on_record returns: the next record overwrites it.
+# Each record is assembled in a bytearray of its announced length, allocated at its START
+# fragment and dropped after on_record(record) returns: the layer above may decrypt in it. No
+# buffer is held between records (an idle device keeps none); a START that cannot get its
+# buffer, after a collection, is refused with ERROR busy.
 # on_record may be a coroutine function; on_reset() is called after a rejected
 # fragment (the connection's state must be dropped); without it, on_disconnect() then
 # on_connect() are called.
@@ -84,8 +85,20 @@ def error_record(code, message):
     return bytes((_ERROR, code, 0, 0)) + message
 
 
+def _alloc(n):
+    # a record's buffer, or None when even a collection leaves no free run that long
+    try:
+        return bytearray(n)
+    except MemoryError:
+        gc.collect()
+    try:
+        return bytearray(n)
+    except MemoryError:
+        return None
+
+
 class GattService:
-    def __init__(self, ble, name, on_record, on_connect=None, on_disconnect=None, on_reset=None, buf=None):
+    def __init__(self, ble, name, on_record, on_connect=None, on_disconnect=None, on_reset=None):
         self._ble = ble
         self._on_record = on_record
         self._on_connect = on_connect
@@ -101,7 +114,7 @@ class GattService:
         self._flag = asyncio.ThreadSafeFlag()
         self._frag = bytearray(_FRAG_MAX)
         self._txb = memoryview(bytearray(_FRAG_MAX))
-        self._rec = memoryview(bytearray(MAX_RECORD) if buf is None else buf)
+        self._rec = None  # the record being assembled: a buffer of its announced length
         self._tx_lock = asyncio.Lock()
         self._conn = None
         self.links = 0  # changes at every connect and disconnect: handles are reused, this is not
@@ -243,6 +256,7 @@ class GattService:
         self._call(self._on_disconnect)
 
     def _clear(self):
+        self._rec = None
         self._open = False
         self._skip = False
         self._total = 0
@@ -270,6 +284,9 @@ class GattService:
             if total == 0 or total > MAX_RECORD:
                 return await self._reject(_ERR_BAD_RECORD, b"record longer than MAX_RECORD")
             self._skip = False
+            self._rec = _alloc(total)
+            if self._rec is None:
+                return await self._reject(_ERR_BUSY, b"no memory for a record this long; send shorter ones")
             self._open = True
             self._total = total
             self._got = 0
@@ -293,7 +310,9 @@ class GattService:
             if self._got != self._total:
                 return await self._reject(_ERR_BAD_RECORD, b"END at the wrong length: a fragment was lost")
             self._open = False
-            await self._deliver(self._rec[:self._total])
+            rec = self._rec
+            self._rec = None
+            await self._deliver(rec)
         return None
 
     async def _reject(self, code, message):

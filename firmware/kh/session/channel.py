@@ -246,7 +246,7 @@ class Channel:
             raise ChannelError(errors.AUTH_FAILED, "session authentication failed")
         okm = hkdf(th, self._ss + pk, _KEYS_INFO, 128)
         self._th = self._ss = None
-        self._rx = frames.Direction(okm[0:32], okm[32:64], self.device.frame_buf)
+        self._rx = frames.Direction(okm[0:32], okm[32:64])
         self._tx = frames.Direction(okm[64:96], okm[96:128])
         self.app_id = app_id
         self._state = _SESSION
@@ -256,9 +256,7 @@ class Channel:
     def _data(self, record):
         if self.device.pairing_key(self.app_id) is None:
             raise ChannelError(errors.NOT_PAIRED, "this app's pairing was removed")
-        payload = self._rx.open(record)
-        # a compressed body is inflated into the same buffer (BytesIO copies it out first)
-        return frames.decode_payload(payload, into=self._rx._buf)
+        return frames.decode_payload(self._rx.open(record))
 
     def seal(self, obj):
         if self._state != _SESSION:

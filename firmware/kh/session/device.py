@@ -12,7 +12,6 @@ from kh.session.ratelimit import RateLimit
 from kh.store import files
 
 _ID_PREFIX = b"keyhook-device:"
-_MAX_RECORD = const(8256)  # kh.session.frames.MAX_RECORD, kh.gatt.service.MAX_RECORD
 
 
 def _new_code():
@@ -55,10 +54,6 @@ class Device:
             self._pairings.clear()
         self.limit = RateLimit(self._clock)
         self._window = None  # (one-time code, expiry in clock ms)
-        # the buffer received records are assembled in (kh/app/main.py gives it to the GATT layer) and
-        # frames decrypted in, now, while the heap is young, rather than in the first session
-        # (the pairing crypto is loaded by the channel when a pairing starts, and unloaded after)
-        self.frame_buf = bytearray(_MAX_RECORD)
         if not self.paired():
             self._log("keyhook %s: not paired; setup code %s" % (self.device_id, self._code))
 

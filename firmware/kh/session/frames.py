@@ -23,19 +23,17 @@ MAX_RECORD = const(8256)
 MAX_PAYLOAD = const(8192)
 _TAG = const(32)
 _MIN_FRAME = const(42)  # type, ctr(8), flags(1), tag(32)
+_INFLATE_CHUNK = const(256)
 _ZLIB_WBITS = const(13)  # the largest window accepted (8 KiB: enough for any MAX_PAYLOAD body)
 _CTR_LIMIT = 1 << 64
 
 
 class Direction:
     # one direction of a session: its keys and its counter
-    # buf: where received frames are decrypted, reused frame after frame (the device keeps one
-    # from boot, so that no 8 KiB allocation has to succeed in a fragmented heap later)
-    def __init__(self, k_enc, k_mac, buf=None):
+    def __init__(self, k_enc, k_mac):
         self._aes = AesCtr(k_enc)
         self._mac = Hmac(k_mac)
         self.ctr = 0
-        self._buf = buf
 
     def seal(self, payload, flags=None):
         # payload: the plaintext (bytes-like); or, with flags (the payload's first byte), the
@@ -58,10 +56,10 @@ class Direction:
         self.ctr = ctr + 1
         return rec
 
-    # a DATA record -> the plaintext payload, a memoryview into a buffer that the next open()
-    # reuses; ChannelError(bad_frame) on any mismatch, before anything is decrypted. The
-    # plaintext lands at the ciphertext's offset (9), so a record that lies in that buffer
-    # (the device's GATT layer assembles records there) is decrypted in place.
+    # a DATA record -> the plaintext payload, decrypted in place: a memoryview into the record
+    # (the device's GATT layer hands over a buffer of the record's own; a record given as bytes
+    # is decrypted in a copy). ChannelError(bad_frame) on any mismatch, before anything is
+    # decrypted.
     def open(self, record, max_record=MAX_RECORD):
         n = len(record)
         if n < _MIN_FRAME or record[0] != DATA:
@@ -76,17 +74,16 @@ class Direction:
         if ctr != self.ctr:
             raise ChannelError(errors.BAD_FRAME, "frame out of sequence")
         self.ctr = ctr + 1
-        end = n - _TAG
-        if self._buf is None or len(self._buf) < end:
-            self._buf = bytearray(max(end, MAX_RECORD))
-        out = memoryview(self._buf)[9:end]
-        self._aes.xor(ctr, mv[9:end], out)
+        if isinstance(record, bytes):
+            mv = memoryview(bytearray(record))
+        out = mv[9 : n - _TAG]
+        self._aes.xor(ctr, out, out)
         return out
 
 
-def _inflate(body, limit, into=None):
-    # into: a buffer of more than limit bytes to inflate into (the frame buffer: the compressed
-    # body is copied out of it first, by BytesIO), else a new bytes object
+def _inflate(body, limit):
+    # -> the inflated body, a bytearray grown _INFLATE_CHUNK bytes at a time (no buffer of
+    # `limit` bytes is allocated up front: a small message costs a small allocation)
     # The decompressor allocates a window of 2**wbits bytes: the sender's (RFC 1950 CINFO) when
     # smaller than 8 KiB (the app uses 1 KiB), else 8 KiB, which no body of MAX_PAYLOAD bytes
     # can reach back beyond.
@@ -94,18 +91,21 @@ def _inflate(body, limit, into=None):
     if wbits > _ZLIB_WBITS:
         wbits = _ZLIB_WBITS
     src = io.BytesIO(body)
+    out = bytearray()
     try:
         d = deflate.DeflateIO(src, deflate.ZLIB, wbits)
-        if into is not None and len(into) > limit:
-            out = memoryview(into)[: d.readinto(memoryview(into)[: limit + 1])]
-        else:
-            out = d.read(limit + 1)
-    except MemoryError:
+        chunk = bytearray(_INFLATE_CHUNK)
+        while True:
+            k = d.readinto(chunk)
+            if not k:
+                break
+            if len(out) + k > limit:
+                raise ChannelError(errors.TOO_LARGE, "payload over %d bytes" % limit)
+            out.extend(chunk if k == _INFLATE_CHUNK else memoryview(chunk)[:k])
+    except (MemoryError, ChannelError):
         raise
     except Exception:
         raise ChannelError(errors.BAD_FRAME, "bad zlib stream")
-    if len(out) > limit:
-        raise ChannelError(errors.TOO_LARGE, "payload over %d bytes" % limit)
     if src.read(1):
         raise ChannelError(errors.BAD_FRAME, "data after the zlib stream")
     return out
@@ -125,7 +125,7 @@ def _deflate(body):
         return None
 
 
-def decode_payload(p, limit=MAX_PAYLOAD, into=None):
+def decode_payload(p, limit=MAX_PAYLOAD):
     if len(p) < 1:
         raise ChannelError(errors.BAD_FRAME, "empty payload")
     flags = p[0]
@@ -133,7 +133,7 @@ def decode_payload(p, limit=MAX_PAYLOAD, into=None):
         raise ChannelError(errors.BAD_FRAME, "unknown payload flags")
     body = memoryview(p)[1:]
     if flags & 1:
-        body = _inflate(body, limit, into)
+        body = _inflate(body, limit)
     elif len(body) > limit:
         raise ChannelError(errors.TOO_LARGE, "payload over %d bytes" % limit)
     try:

@@ -26,6 +26,9 @@ log.addHandler(logging.NullHandler())
 
 # Leave room inside MAX_PAYLOAD (8192) for the request envelope.
 MESSAGE_BUDGET = 7600
+# Rules are sent in parts of at most this many bytes of JSON (a larger rule goes alone): the
+# device parses and validates one message at a time, so its heap peak follows the part's size.
+BATCH_BUDGET = 1536
 # The device waits up to 15 s for a triggered fire (firmware/kh/app/commands.py); wait longer.
 TRIGGER_TIMEOUT_S = 40.0
 # After an unanswered unpair: how long to keep asking the device whether it still holds the key
@@ -117,7 +120,7 @@ class DeviceClient:
         batches: list[list[dict]] = [[]]
         batch_bytes = [0]  # JSON bytes of each batch, for progress
         for r, size in zip(rules, sizes):
-            if batches[-1] and batch_bytes[-1] + size + 1 > MESSAGE_BUDGET:
+            if batches[-1] and batch_bytes[-1] + size + 1 > BATCH_BUDGET:
                 batches.append([])
                 batch_bytes.append(0)
             batches[-1].append(r)
