@@ -189,7 +189,7 @@ from kh.engine.log import Log
 log = Log()
 step("log ring (kh.engine.log)")
 env = M.Engine(info["certs"], root)
-step("request engine shell, with the 4 KiB body buffer")
+step("request engine shell")
 from kh.engine import queue, wifi
 q = queue.from_settings(env.fire, None, log=log, net_up=wifi.connected)
 step("fire queue, settings and rules store (kh.engine.queue, kh.store.config, kh.store.rules)")

@@ -19,7 +19,6 @@ _BUTTON_DEBOUNCE_MS = const(50)
 _UNLOCK_HOLD_MS = const(3000)  # a press held this long lifts a pairing lock-out, and fires nothing
 _PAIR_REQ = const(0x01)
 _PAIR_B = const(0x03)
-_MAX_BODY = const(4096)  # kh.http.client.MAX_BODY
 # the request engine; kh.http.resolve (with its hooks), url and errors stay
 _NTP_RETRY_MS = const(60000)
 _RESTART_MS = const(1000)  # a long-lived task that failed starts again after this pause
@@ -69,12 +68,9 @@ class Ctx:
 class Engine:
     # The request engine (kh.engine.fire and the http layer under it), imported at the first
     # fire rather than at boot; its Env (trust store, keep-alive pool, tokens) made then too.
-    # The body buffer is allocated at boot: 4 KiB in one piece is not to be had for sure once
-    # imports have fragmented the heap.
     def __init__(self, trust_dir, state_dir):
         self._dirs = (trust_dir, state_dir)
         self._env = None
-        self._body = bytearray(_MAX_BODY)
 
     async def fire(self, rule, _env=None):
         if self._env is None:
@@ -82,7 +78,7 @@ class Engine:
         from kh.engine.fire import Env, fire
 
         if self._env is None:
-            self._env = Env(trust_dir=self._dirs[0], state_dir=self._dirs[1], max_body=self._body)
+            self._env = Env(trust_dir=self._dirs[0], state_dir=self._dirs[1])
         try:
             return await fire(rule, self._env)
         finally:

@@ -19,7 +19,7 @@ _MAX_TIMEOUT_MS = const(60000)  # as kh.store.schema
 _MANAGED = ("host", "content-length", "transfer-encoding", "connection")
 _AUTH_TYPES = ("None", "OAuth2IssuedAccessToken", "OAuth2IssuedRefreshToken")
 # a token answer is kept whole up to this size (Azure AD and Keycloak send 4 to 6 KB with group
-# claims); the buffer is made only for an answer longer than the 4 KiB body prefix
+# claims), in a buffer of the answer's length
 _TOKEN_ANSWER_MAX = const(16384)
 
 

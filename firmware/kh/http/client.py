@@ -10,7 +10,7 @@ from kh.http import conn as _conn
 from kh.http import response as _resp
 from kh.http import tlspolicy as _tls
 
-MAX_BODY = const(4096)
+MAX_BODY = const(0)  # bytes of an answer's body kept by default: none (only token answers are read)
 _UA = b"User-Agent: keyhook/0.1\r\n"
 
 
@@ -48,9 +48,9 @@ class Pool:
 
 
 class Net:
-    # what a request needs from the device: trust store, pool, body buffer, limits
-    # max_body: how much of a body is kept, or a bytearray of that size allocated earlier (the
-    # device makes it at boot, before the heap fragments)
+    # what a request needs from the device: trust store, pool, limits
+    # max_body: how much of a body is kept by default (none: the device reports a webhook's
+    # answer by its status and length), or a bytearray of that size allocated earlier
     def __init__(self, trust=None, pool=None, max_body=MAX_BODY, resolver=None):
         self.trust = trust
         self.resolver = resolver  # fn(host, port) -> [(family, ip, sockaddr)], None: kh.http.resolve
@@ -154,7 +154,7 @@ async def _exchange(net, c, method, req, timeout_ms, info, r, keep=0):
 async def request(net, method, url, headers, body, content_type, level, pin=None,
                   timeout_ms=3000, allow_remote=False, info=None, keep=0):
     # -> Response; raises FireError. info (a dict) learns "sent" and "reused" even on failure.
-    # keep: bytes of the body to keep when more than the preallocated prefix (token answers)
+    # keep: bytes of the body to keep when more than the default (token answers)
     if info is None:
         info = {}
     info["sent"] = False

@@ -6,6 +6,7 @@ from kh.http.errors import FireError
 
 _MAX_HEAD = const(65536)  # bytes of status line and headers; past it the answer is refused
 _MAX_CHUNK_LINE = const(256)
+_KEEP_FIRST = const(512)  # the first size of a kept body that grows (chunked or close-delimited)
 
 
 class Response:
@@ -107,7 +108,7 @@ def _keep(r, mv, prefix, n):
     if end > len(buf) and r.limit > len(buf):
         size = len(buf) * 2
         if size < end:
-            size = end
+            size = end if end > _KEEP_FIRST else _KEEP_FIRST
         if size > r.limit:
             size = r.limit
         grown = bytearray(size)
@@ -140,8 +141,9 @@ async def _take(c, r, count, prefix, dl):
 
 
 async def read_body(c, r, method, prefix, dl, limit=0):
-    # prefix: a preallocated bytearray; r.body becomes the kept prefix as bytes. limit: keep up
-    # to this many bytes instead (a token answer), in a buffer made only when one is that long
+    # prefix: a preallocated bytearray (empty on the device: a webhook's answer is counted, not
+    # kept); r.body becomes the kept prefix as bytes. limit: keep up to this many bytes instead
+    # (a token answer), in a buffer of the announced length, or grown as the body arrives
     r.buf = prefix
     r.limit = limit
     if limit > len(prefix) and r.length is not None and r.length > len(prefix):
