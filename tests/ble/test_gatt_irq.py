@@ -65,7 +65,7 @@ def test_overflow_flag_does_not_outlive_its_connection(micropython):
     r = micropython.json(_gatt_script("""
             gatt._irq(1, (1, 0, addr))
             await settle()
-            for _ in range(40):  # no task runs in between: the ring (4 KiB) overflows
+            for _ in range(40):  # no task runs in between: the ring (2 KiB) overflows
                 write(1, b"\\x80\\x10\\x00" + bytes(200))
             gatt._irq(2, (1, 0, addr))
             await settle()

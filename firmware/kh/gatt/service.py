@@ -46,7 +46,7 @@ MAX_RECORD = const(8256)
 _MTU_DEFAULT = const(23)
 _MTU_MAX = const(247)
 _FRAG_MAX = const(244)  # MTU_MAX - 3
-_RING_BYTES = const(4096)
+_RING_BYTES = const(2048)  # more than a record of a rules part (1536 bytes of JSON) with its fragment headers
 _RING_RESERVE = const(64)  # kept free for connect/disconnect/MTU entries
 _ADV_INTERVAL_US = const(250000)
 # NimBLE queues a notification into a small buffer pool and raises ENOMEM while it is full;

@@ -24,6 +24,10 @@ OVERHEAD = 1 + CTR_LEN + TAG_LEN  # type, counter, tag
 MAX_CIPHERTEXT = records.MAX_RECORD - OVERHEAD
 # The zlib window the sender uses: 2**10 bytes keeps the device's decompressor small.
 ZLIB_WBITS = 10
+# A body of at most this many bytes goes uncompressed: the device then parses it in place, in
+# the buffer the record arrived in, where inflating would cost it a window and a second buffer
+# (a rules push is sent in parts of this size or less). A larger body saves air time compressed.
+COMPRESS_ABOVE = 2048
 
 
 def _ctr_xor(key: bytes, ctr: int, data: bytes) -> bytes:
@@ -39,12 +43,13 @@ def _tag(key: bytes, ctr_bytes: bytes, ciphertext: bytes) -> bytes:
 
 
 def encode_payload(message: dict, compress: bool = True) -> bytes:
-    """`flags || body`: compact UTF-8 JSON, zlib-compressed only when that is shorter."""
+    """`flags || body`: compact UTF-8 JSON; zlib-compressed when longer than COMPRESS_ABOVE
+    bytes and compression makes it shorter (PROTOCOL.md section 5)."""
     body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
     if len(body) > records.MAX_PAYLOAD:
         raise ProtocolError(f"the message is {len(body)} bytes of JSON; the device accepts at most "
                             f"{records.MAX_PAYLOAD}", hint="send less data per request")
-    if compress:
+    if compress and len(body) > COMPRESS_ABOVE:
         c = zlib.compressobj(9, zlib.DEFLATED, ZLIB_WBITS)
         packed = c.compress(body) + c.flush()
         if len(packed) < len(body):
