@@ -148,23 +148,24 @@ def test_clear_errors(app, cloud, served, device, radio, tmp_path):
     p = cli("system", "key", "push", "Home", "--device", "not-an-address", config=app.root, radio=radio, check=False)
     assert p.returncode == 2 and "is not a Bluetooth address" in p.stderr
     # a guest app (paired through the admin's window) may not give the key
-    app.enable("Home")
-
     async def window():
         async with DeviceClient(device.address, radio=str(radio), keystore=Keystore(app.root)) as d:
             return await d.open_pairing(60)
     code = asyncio.run(window())
     guest = tmp_path / "guest"
-    guest_app = app_signed_in(guest, served, cloud)
-    guest_app.system_key(cloud.system_id, create=True)
+    app_signed_in(guest, served, cloud)  # the owner, signed in on a second phone
 
     async def pair_guest():
         from keyhook import ble
         async with ble.connect(device.address, radio=str(radio)) as link:
             await pair(link, code, Keystore(guest))
     asyncio.run(pair_guest())
+    p = cli("integration", "enable", "Home", "--device", device.address, config=guest, radio=radio, check=False)
+    assert p.returncode == 2
+    assert f"error: the integration of {cloud.system_id} is enabled, but a device did not get the system key: " \
+           "the device refused `system.set`: only the admin app" in p.stderr
+    assert "hint:" in p.stderr and f"`keyhook system key push {cloud.system_id} --device ADDRESS`" in p.stderr
     p = cli("system", "key", "push", cloud.system_id, "--device", device.address, config=guest, radio=radio, check=False)
     assert p.returncode == 2
     assert "error: the device refused `system.set`: only the admin app" in p.stderr and "hint:" in p.stderr
     assert on_device(device, app.root) is None
-

@@ -226,7 +226,15 @@ def integration_enable(ctx, system, addresses, as_json) -> None:
     app = CloudApp()
     result = app.enable(system)
     if addresses:
-        result["devices"] = _push_keys(ctx, app, result["systemId"], addresses, replace=False)
+        try:
+            result["devices"] = _push_keys(ctx, app, result["systemId"], addresses, replace=False)
+        except KeyhookError as e:
+            sid = result["systemId"]
+            err = KeyhookError(f"the integration of {sid} is enabled, but a device did not get the system key: {e}",
+                               hint=(e.hint + "; then " if e.hint else "") +
+                               f"`keyhook system key push {sid} --device ADDRESS`")
+            err.code = getattr(e, "code", None)  # the device's error code, for --json
+            raise err from e
 
     def human(d):
         out.print(f"integration enabled for {d['systemId']} (key {d['keyId']})")
