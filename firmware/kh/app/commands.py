@@ -115,13 +115,17 @@ class Commands:
     async def _admin_op(self, op, app_id, msg, rid):
         # a rare operation: kh/app/admin.py is loaded for it and unloaded after it
         import kh
-        from kh.app import admin
+
+        if op.startswith("system."):  # the system key: kh/app/syskey.py
+            from kh.app import syskey as admin
+        else:
+            from kh.app import admin
 
         try:
             out = await getattr(admin, "op_" + op.replace(".", "_"))(self, app_id, msg)
         finally:
             admin = None
-            kh.unload("kh.app.admin")
+            kh.unload("kh.app.admin", "kh.app.syskey")
         out["id"] = rid
         out["ok"] = True
         return out
@@ -250,6 +254,6 @@ _OPS = {
     "rules.delete": Commands.op_rules_delete,
     "trigger": Commands.op_trigger,
 }
-# in kh/app/admin.py
+# in kh/app/admin.py; system.* in kh/app/syskey.py
 _ADMIN_OPS = ("wifi", "time", "trust.add", "trust.remove", "trust.list", "log", "pairing.open", "pairing.list",
-              "pairing.remove", "pairing.admin", "unpair", "reset")
+              "pairing.remove", "pairing.admin", "unpair", "reset", "system.set", "system.get", "system.remove")

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keyhook import KeyhookError
+from keyhook.cli._options import ADDRESS
 
 out = Console()
 err = Console(stderr=True)
@@ -214,13 +215,114 @@ def integration() -> None:
 
 @integration.command("enable")
 @click.argument("system")
+@click.option("--device", "addresses", multiple=True, type=ADDRESS, metavar="ADDRESS",
+              help="Also give this paired device the system key (repeatable; needs the device's admin app).")
 @json_option
-def integration_enable(system, as_json) -> None:
+@click.pass_context
+def integration_enable(ctx, system, addresses, as_json) -> None:
     """Make the system's integration key pair and give the cloud its public half (the private
-    half sealed under the system key)."""
+    half sealed under the system key); with --device, give those devices the system key."""
     from keyhook.cloud.appside import CloudApp
-    _emit(as_json, CloudApp().enable(system),
-          lambda d: out.print(f"integration enabled for {d['systemId']} (key {d['keyId']})"))
+    app = CloudApp()
+    result = app.enable(system)
+    if addresses:
+        try:
+            result["devices"] = _push_keys(ctx, app, result["systemId"], addresses, replace=False)
+        except KeyhookError as e:
+            sid = result["systemId"]
+            err = KeyhookError(f"the integration of {sid} is enabled, but a device did not get the system key: {e}",
+                               hint=(e.hint + "; then " if e.hint else "") +
+                               f"`keyhook system key push {sid} --device ADDRESS`")
+            err.code = getattr(e, "code", None)  # the device's error code, for --json
+            raise err from e
+
+    def human(d):
+        out.print(f"integration enabled for {d['systemId']} (key {d['keyId']})")
+        for r in d.get("devices", []):
+            _say_pushed(r)
+    _emit(as_json, result, human)
+
+
+# ---------------------------------------------------------------------- the system key on devices
+def _push_keys(ctx, app, system, addresses, *, replace: bool) -> list[dict]:
+    from keyhook.cli._options import radio_for, waiting
+    radio = radio_for(ctx)
+    done = []
+    for address in addresses:
+        with waiting(f"giving {address} the system key (up to 20 s per step, longer while it erases free flash)"):
+            done.append(asyncio.run(app.push_system_key(system, address, replace=replace, radio=radio)))
+    return done
+
+
+def _say_pushed(r: dict) -> None:
+    what = "now holds" if r["changed"] else "already held"
+    out.print(f"{r['device']} {what} the system key of {r['systemId']} (check {r['keyCheck']})")
+
+
+@click.group("system")
+def system_group() -> None:
+    """The system key: the secret that a system's devices share with the app."""
+
+
+@system_group.group("key")
+def system_key() -> None:
+    """Give a device the system key, show which one it holds, remove it (admin app)."""
+
+
+@system_key.command("push")
+@click.argument("system")
+@click.option("--device", "addresses", multiple=True, required=True, type=ADDRESS, metavar="ADDRESS",
+              help="The paired device (repeatable).")
+@click.option("--replace", is_flag=True, help="Replace the key of another system that the device holds.")
+@json_option
+@click.pass_context
+def system_key_push(ctx, system, addresses, replace, as_json) -> None:
+    """Give each --device the system key of SYSTEM (id or name) over the secure channel; the
+    device proves it holds it with a key check value, and never sends the key back."""
+    from keyhook.cloud.appside import CloudApp
+    rows = _push_keys(ctx, CloudApp(), system, addresses, replace=replace)
+    _emit(as_json, rows, lambda rs: [_say_pushed(r) for r in rs])
+
+
+@system_key.command("show")
+@click.argument("address", type=ADDRESS)
+@json_option
+@click.pass_context
+def system_key_show(ctx, address, as_json) -> None:
+    """Which system's key the device at ADDRESS holds, and whether it is this app's."""
+    from keyhook.cli._options import radio_for, waiting
+    from keyhook.cloud.appside import CloudApp
+    radio = radio_for(ctx)
+    with waiting(f"asking {address} (up to 20 s)"):
+        r = asyncio.run(CloudApp().device_system_key(address, radio=radio))
+
+    def human(r):
+        if r["systemId"] is None:
+            out.print(f"{address} holds no system key (`keyhook system key push SYSTEM --device {address}`)")
+            return
+        same = {True: "the same key as this app's", False: "NOT this app's key for that system",
+                None: "this app has no key for that system"}[r["matches"]]
+        out.print(f"{address} holds the system key of {r['systemId']} (check {r['keyCheck']}): {same}")
+    _emit(as_json, r, human)
+
+
+@system_key.command("rm")
+@click.argument("address", type=ADDRESS)
+@json_option
+@click.pass_context
+def system_key_rm(ctx, address, as_json) -> None:
+    """Remove the system key from the device at ADDRESS (its former blocks are overwritten)."""
+    from keyhook.cli._options import radio_for, waiting
+    from keyhook.session.device import DeviceClient
+
+    async def go(radio):
+        async with DeviceClient(address, radio=radio) as dev:
+            return await dev.remove_system_key()
+    radio = radio_for(ctx)
+    with waiting(f"removing the system key from {address} (up to 20 s, longer while it erases free flash)"):
+        removed = asyncio.run(go(radio))
+    _emit(as_json, {"device": address, "removed": removed},
+          lambda r: out.print(f"removed the system key from {address}" if removed else f"{address} held no system key"))
 
 
 @click.group()
@@ -274,11 +376,17 @@ def webhooks_reject(webhook_id, as_json) -> None:
 @json_option
 @click.pass_context
 def webhooks_assign(ctx, webhook_id, address, events, as_json) -> None:
-    """Push WEBHOOK_ID's definition to a device over the secure channel."""
+    """Push WEBHOOK_ID's definition to a device over the secure channel (and, first, the system
+    key of its system when the device does not hold it)."""
     from keyhook.cloud.appside import CloudApp
     radio = (ctx.find_root().obj or {}).get("radio")
     result = asyncio.run(CloudApp().assign(webhook_id, address, events=list(events) or None, radio=radio))
-    _emit(as_json, result, lambda d: out.print(f"{webhook_id} stored on {address} as {', '.join(d['stored'])}"))
+
+    def human(d):
+        if d["systemKey"]["changed"]:
+            _say_pushed(d["systemKey"])
+        out.print(f"{webhook_id} stored on {address} as {', '.join(d['stored'])}")
+    _emit(as_json, result, human)
 
 
-COMMANDS = [cloud, integration, webhooks]
+COMMANDS = [cloud, integration, webhooks, system_group]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import ssl
 import time
@@ -32,6 +33,8 @@ from keyhook.session.keystore import config_dir
 
 APP_CLIENT_ID = "keyhook-app"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+# what a device accepts as a system id (firmware/kh/app/syskey.py); also safe as a file name
+_SYSTEM_ID = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,63}")
 
 
 class CloudError(KeyhookError):
@@ -257,7 +260,11 @@ class CloudApp:
 
     def rule_for(self, webhook_id: str, events: list[str] | None = None) -> tuple[dict, list]:
         """The device rule for a webhook (the one definition pipeline: `rules.normalise`)."""
-        w = self._find(webhook_id)
+        return self._rule(self._find(webhook_id), events)
+
+    @staticmethod
+    def _rule(w: dict, events: list[str] | None) -> tuple[dict, list]:
+        webhook_id = w["functionWebhookId"]
         if w["modificationState"] == "DeleteRequested":
             raise CloudError(f"webhook {webhook_id} waits for deletion", hint="approve or reject the deletion first")
         return rules.normalise({"integrationName": w["integrationName"], "locationName": w["locationName"],
@@ -266,13 +273,67 @@ class CloudApp:
 
     async def assign(self, webhook_id: str, address: str, *, events: list[str] | None = None,
                      radio: str | None = None, keystore=None) -> dict:
-        """Push the opened definition to a paired device over the secure channel."""
+        """Push the opened definition to a paired device over the secure channel; first make sure
+        the device holds the system key of the webhook's system (sent when its check value differs)."""
         from keyhook.session.device import DeviceClient
-        rule, warnings = self.rule_for(webhook_id, events)
+        w = self._find(webhook_id)
+        rule, warnings = self._rule(w, events)
+        system_id = w["systemId"]
         async with DeviceClient(address, radio=radio, keystore=keystore) as dev:
+            held = await self._give_system_key(dev, system_id, replace=False)
             stored = await dev.put_rules([rule])
         return {"functionWebhookId": webhook_id, "device": address, "stored": stored, "events": rule["events"],
-                "warnings": [str(w) for w in warnings]}
+                "warnings": [str(w) for w in warnings], "systemKey": held}
+
+    # ---------------------------------------------------------------- the system key on devices
+    def local_system_id(self, system: str) -> str:
+        """The id of `system` (an id or a name): an id this app holds a key for is taken as it is
+        (no cloud needed), anything else is looked up in the cloud."""
+        if _SYSTEM_ID.fullmatch(system) and (self.dir / "systems" / f"{system}.json").is_file():
+            return system
+        return self._system_id(system)
+
+    async def _give_system_key(self, dev, system_id: str, *, replace: bool) -> dict:
+        from keyhook.session.device import system_key_check
+        key = self.system_key(system_id)
+        want = system_key_check(key, system_id)
+        held = await dev.system_key()
+        if held and held.get("system_id") == system_id and held.get("key_check") == want:
+            return {"systemId": system_id, "device": dev.address, "keyCheck": want, "changed": False}
+        if held and held.get("system_id") != system_id and not replace:
+            raise CloudError(f"the device {dev.address} belongs to system {held.get('system_id')}, not {system_id}",
+                             hint=f"to move it to {system_id}: `keyhook system key push {system_id} --device "
+                                  f"{dev.address} --replace`")
+        reply = await dev.set_system_key(system_id, key)
+        return {"systemId": system_id, "device": dev.address, "keyCheck": reply["key_check"], "changed": reply["changed"]}
+
+    async def push_system_key(self, system: str, address: str, *, replace: bool = False, radio: str | None = None,
+                              keystore=None) -> dict:
+        """Give the paired device at `address` the system key of `system` over the secure channel
+        (admin app only). A device that holds another system's key keeps it unless `replace`.
+        Returns `{"systemId", "device", "keyCheck", "changed"}`; `keyCheck` is what the device
+        reported, equal to `keyhook.session.device.system_key_check` of this app's key."""
+        from keyhook.session.device import DeviceClient
+        system_id = self.local_system_id(system)
+        self.system_key(system_id)  # fails here, before any radio work, when this app has no key
+        async with DeviceClient(address, radio=radio, keystore=keystore) as dev:
+            return await self._give_system_key(dev, system_id, replace=replace)
+
+    async def device_system_key(self, address: str, *, radio: str | None = None, keystore=None) -> dict:
+        """What the device at `address` holds: `{"device", "systemId", "keyCheck", "matches"}`
+        (`systemId` None when it holds no key; `matches`: its check value equals the one of this
+        app's key for that system, None when this app has no key for it)."""
+        from keyhook.session.device import DeviceClient, system_key_check
+        async with DeviceClient(address, radio=radio, keystore=keystore) as dev:
+            held = await dev.system_key()
+        if not held:
+            return {"device": address, "systemId": None, "keyCheck": None, "matches": None}
+        sid = held["system_id"]
+        try:
+            matches = system_key_check(self.system_key(sid), sid) == held["key_check"]
+        except CloudError:
+            matches = None
+        return {"device": address, "systemId": sid, "keyCheck": held["key_check"], "matches": matches}
 
 
 def summary(w: dict) -> dict:

@@ -58,7 +58,20 @@ async def onboard(address: str, code: str, *, radio: str | None = None, keystore
 
 ERASE_TIMEOUT_S = 120.0  # a 2 MB ESP32 data partition is overwritten in well under this
 ERASING_OPS = frozenset({"rules.put", "rules.stage", "rules.commit", "rules.delete", "wifi", "unpair",
-                         "pairing.remove", "reset"})
+                         "pairing.remove", "reset", "system.set", "system.remove"})
+
+SYSTEM_KEY_LEN = 32
+SYSTEM_KEY_CHECK_LABEL = b"keyhook-system-key-check-v1"
+
+
+def system_key_check(system_key: bytes, system_id: str) -> str:
+    """The key check value a device reports for a system key: the first 16 bytes of
+    HMAC-SHA256(system_key, label || system id), 32 hex digits (PROTOCOL.md section 6, "The
+    system key"). It shows that the device holds `system_key` without the key crossing back."""
+    import hashlib
+    import hmac
+
+    return hmac.new(system_key, SYSTEM_KEY_CHECK_LABEL + system_id.encode(), hashlib.sha256).digest()[:16].hex()
 
 
 class DeviceClient:
@@ -177,6 +190,32 @@ class DeviceClient:
 
     async def trust_remove(self, root_id: str) -> bool:
         return (await self.request("trust.remove", root=root_id))["removed"]
+
+    async def system_key(self) -> dict | None:
+        """The system the device belongs to, `{"system_id", "key_check"}`, or None (no key held)."""
+        return (await self.request("system.get"))["system"]
+
+    async def set_system_key(self, system_id: str, system_key: bytes) -> dict:
+        """Give the device the system key of `system_id` (admin only), replacing any it holds.
+
+        Returns `{"system_id", "key_check", "changed"}` once the device's key check value equals
+        `system_key_check(system_key, system_id)`; raises `KeyhookError` if it does not (the key
+        was not stored as sent), `RequestFailed` when the device refuses (`forbidden`: not the
+        admin app; `bad_request`: a malformed id or key)."""
+        if len(system_key) != SYSTEM_KEY_LEN:
+            raise ValueError(f"a system key is {SYSTEM_KEY_LEN} bytes, not {len(system_key)}")
+        reply = await self.request("system.set", system_id=system_id, key=base64.b64encode(system_key).decode())
+        want = system_key_check(system_key, system_id)
+        if reply.get("system_id") != system_id or reply.get("key_check") != want:
+            raise KeyhookError(f"the device reports key check {reply.get('key_check')!r} for system "
+                               f"{reply.get('system_id')!r}, not {want} for {system_id}",
+                               hint="send the key again; if this persists, the device's firmware does not "
+                                    "speak this protocol version")
+        return {k: reply[k] for k in ("system_id", "key_check", "changed")}
+
+    async def remove_system_key(self) -> bool:
+        """Remove the device's system key (admin only); False when it held none."""
+        return (await self.request("system.remove"))["removed"]
 
     async def open_pairing(self, seconds: int = 300) -> str:
         return (await self.request("pairing.open", seconds=seconds))["code"]
