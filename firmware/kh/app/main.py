@@ -367,7 +367,32 @@ class Keyhook:
         await self._keep("gatt", self.gatt.run)
 
 
+# Code run in place (ROMFS) or loaded from .mpy files interns its names (qstrs) at a module's
+# first import, into a pool that MicroPython grows by doubling: one allocation of several KiB.
+# Made late, in a fragmented heap, that allocation can fail with plenty free in total (a fire
+# refused for memory at a heap where a smaller one worked). So each module that a session, a
+# push or a fire loads later is imported once at boot, while the heap is young, and dropped
+# again at once: its names stay interned, its code and objects go. Frozen code's names are in
+# the firmware image, and source compiled on the device (tests) interns as it goes: neither
+# needs this.
+_LATER = ("kh.session.channel", "kh.app.commands", "kh.crypto.spake2", "kh.store.schema", "kh.engine.fire",
+          "kh.oauth.grant", "kh.oauth.why", "kh.http.tlsfail", "kh.app.admin", "kh.app.syskey", "kh.http.trustedit")
+
+
+def intern_later():
+    if not __file__.endswith(".mpy"):
+        return
+    resident = set(sys.modules)
+    for name in _LATER:
+        try:
+            __import__(name)
+        except MemoryError:
+            pass  # a heap this small fails later anyway, where it says what failed
+        kh.unload(*[m for m in sys.modules if m not in resident])
+        gc.collect()
+
+
 def main():
     app = Keyhook(board_info())
-    gc.collect()
+    intern_later()
     asyncio.run(app.run())
