@@ -30,6 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import bindparam, func, select, update
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
 
 from keyhook import rules
 from keyhook.cloud import sealing
@@ -266,10 +267,12 @@ def create_app(db: Database) -> FastAPI:
                             "functionWebhookQuotas": {"free": max(limit - used, 0), "used": used}})
         return out
 
-    @route(f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks", ["GET"])
-    def list_webhooks(request: Request, system_id: str):
-        # The hottest call (Home Assistant polls it): the token, the system and the webhooks in
-        # one query; the token is then judged exactly as `authenticate_bearer` does.
+    def list_webhooks(request: Request):
+        # The hottest call (Home Assistant polls it, and waits on it after a delete): a plain
+        # Starlette endpoint (FastAPI's per-request parameter solving and validation buy nothing
+        # for one path parameter), the token, the system and the webhooks in one query; the
+        # token is then judged exactly as `authenticate_bearer` does.
+        system_id = request.path_params["system_id"]
         header = request.headers.get("authorization") or ""
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
@@ -284,10 +287,15 @@ def create_app(db: Database) -> FastAPI:
             raise Problem(404, "Not Found", f"there is no system {system_id!r}", hint=f"GET {INTEGRATOR}/systems lists yours")
         if rows[0].owner_id != caller.user_id:
             raise Problem(403, "Forbidden", f"system {system_id!r} is not one of this user's systems")
-        return JSONResponse([{"functionWebhookId": r.id, "integrationName": r.integration_name,
-                              "locationName": r.location_name, "functionName": r.function_name,
-                              "expiresAt": r.expires_at, "modificationState": r.modification_state}
-                             for r in rows if r.id is not None])
+        # Rows as plain tuples (the last six columns): attribute lookups by name on each row cost
+        # more than the query's own fetch.
+        return JSONResponse([{"functionWebhookId": i, "integrationName": n, "locationName": loc,
+                              "functionName": f, "expiresAt": e, "modificationState": m}
+                             for *_, i, n, loc, f, e, m in rows if i is not None])
+
+    # First in the routing table: matched before every other route.
+    for p in (f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks", f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks/"):
+        app.router.routes.insert(0, Route(p, list_webhooks, methods=["GET"]))
 
     @route(f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks", ["POST"])
     async def add_webhook(request: Request, system_id: str):

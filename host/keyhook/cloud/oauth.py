@@ -24,7 +24,7 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from starlette.responses import Response
 
 from keyhook.cloud.db import Database
@@ -269,7 +269,8 @@ class TokenError(Exception):
 
 _TOKEN_QUERY = (select(OAuthToken.user_id, OAuthToken.client_id, OAuthToken.revoked, OAuthToken.access_expires_at,
                        OAuthClient.is_app)
-                .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id))
+                .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
+                .where(OAuthToken.access_token_hash == bindparam("token_hash")))
 
 
 def authenticate_bearer(db: Database, authorization: str | None, conn=None, row=None) -> Caller:
@@ -283,14 +284,15 @@ def authenticate_bearer(db: Database, authorization: str | None, conn=None, row=
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise TokenError("invalid_request", "the Authorization header is not a Bearer token")
-    query = _TOKEN_QUERY.where(OAuthToken.access_token_hash == token_hash(value.strip()))
-    if row is not None:
-        pass
-    elif conn is None:
-        with db.connect() as c:
-            row = c.execute(query).first()
-    else:
-        row = conn.execute(query).first()
+    if row is None:
+        # One statement object for every call (built once, compiled once): building a new
+        # WHERE clause per request cost more than running the query.
+        params = {"token_hash": token_hash(value.strip())}
+        if conn is None:
+            with db.connect() as c:
+                row = c.execute(_TOKEN_QUERY, params).first()
+        else:
+            row = conn.execute(_TOKEN_QUERY, params).first()
     if row is None:
         raise TokenError("invalid_token", "the access token is not known")
     if row.revoked:
