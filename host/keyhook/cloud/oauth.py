@@ -17,6 +17,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request, grants
@@ -43,6 +44,19 @@ def token_hash(token: str) -> str:
     """SHA-256 hex of a token: what the database keeps. Tokens are 256-bit random strings, so a
     fast hash suffices (no dictionary to attack)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def code_last(uri: str) -> str:
+    """`uri` (an authorization response's redirect) with its `code` parameter moved to the end
+    of the query. RFC 6749 section 4.1.2 sets no order; ekey's sample client, told to paste the
+    redirected URL, takes everything after "code=" as the code, so anything after it (the
+    state) would spoil the code."""
+    parts = urlsplit(uri)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(k == "code" for k, _ in pairs):
+        return uri
+    pairs = [p for p in pairs if p[0] != "code"] + [p for p in pairs if p[0] == "code"]
+    return urlunsplit(parts._replace(query=urlencode(pairs)))
 
 
 def new_token() -> str:
@@ -218,6 +232,8 @@ class Server(AuthorizationServer):
     def handle_response(self, status, body, headers):
         import json
         headers = dict(headers)
+        if status == 302 and "Location" in headers:
+            headers["Location"] = code_last(headers["Location"])
         if isinstance(body, dict):
             body = json.dumps(body)
             headers.setdefault("Content-Type", "application/json")
