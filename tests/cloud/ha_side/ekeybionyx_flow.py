@@ -6,7 +6,8 @@ Home Assistant's `ekeybionyx` integration, unchanged, against a `keyhook cloud s
 registered for Home Assistant, the owner's sign-in and an app token to approve deletions). The
 integration's endpoints are constants for ekey's cloud; they are pointed at this cloud, which is
 what configuring a base URL means here. REQUESTS_CA_BUNDLE, set by the caller and read by Home
-Assistant's SSL helper, makes Home Assistant trust the cloud's self-made certificate.
+Assistant's SSL helper, makes Home Assistant trust the cloud's self-made certificate. Home Assistant's test harness lets
+sockets reach 127.0.0.1 only, so nothing here can reach another address.
 
 1. A fresh installation: the config flow through Home Assistant's OAuth 2.0 implementation (the
    owner's consent in a browser played here, the callback, the token request with the client
@@ -93,7 +94,7 @@ async def start_flow(hass: HomeAssistant, hass_client_no_auth) -> dict:
 
 
 async def test_config_flow_setup_refresh_and_reinstall(hass: HomeAssistant, hass_client_no_auth,
-                                                       current_request_with_host, socket_enabled) -> None:
+                                                       current_request_with_host) -> None:
     assert await async_setup_component(hass, "application_credentials", {})
     assert await async_setup_component(hass, "webhook", {})
     await async_import_client_credential(hass, DOMAIN, ClientCredential(CLOUD["client_id"], CLOUD["client_secret"]))
