@@ -53,7 +53,7 @@ interop: $(STAMP)
 	$(PY) -m pytest -rs -p no:xdist tests/cloud/test_interop_ekey_sample_client.py tests/cloud/test_interop_home_assistant.py
 
 # Home Assistant needs Python 3.13 or later: a Debian 13 root file system (debootstrap, apt-get
-# installs it) with Home Assistant, its test harness and ekey-bionyxpy from PyPI. About 1.5 GB.
+# installs it) with Home Assistant, its test harness and ekey-bionyxpy from PyPI. About 1.6 GB.
 HA_VERSION ?= 2026.2.3
 interop-ha-runtime:
 	command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
