@@ -55,15 +55,16 @@ interop: $(STAMP)
 # Home Assistant needs Python 3.13 or later: a Debian 13 root file system (debootstrap, apt-get
 # installs it) with Home Assistant, its test harness and ekey-bionyxpy from PyPI. About 1.6 GB.
 HA_VERSION ?= 2026.2.3
+HA_HARNESS_VERSION ?= 0.13.316
 interop-ha-runtime:
-	command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
+	command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
 	test -x build/ha-root/usr/bin/python3.13 || debootstrap --variant=minbase \
 	  --include=python3.13,python3.13-venv,python3.13-dev,gcc,g++,ca-certificates trixie build/ha-root http://deb.debian.org/debian
 	cp /etc/resolv.conf build/ha-root/etc/resolv.conf
 	cp /etc/ssl/certs/ca-certificates.crt build/ha-root/etc/ssl/certs/ca-certificates.crt
-	test -x build/ha-root/opt/ha/bin/python || chroot build/ha-root python3.13 -m venv /opt/ha
+	test -f build/ha-root/opt/ha/pyvenv.cfg || chroot build/ha-root python3.13 -m venv /opt/ha
 	chroot build/ha-root /opt/ha/bin/pip install -q --disable-pip-version-check "homeassistant==$(HA_VERSION)" \
-	  "pytest-homeassistant-custom-component" "ekey-bionyxpy==1.0.1"
+	  "pytest-homeassistant-custom-component==$(HA_HARNESS_VERSION)" "ekey-bionyxpy==1.0.1"
 
 # Hardware in the loop: make hil PORT=/dev/ttyUSB0 BLE=AA:BB:CC:DD:EE:FF [HIL_HOST=192.0.2.10]
 hil: $(STAMP)
