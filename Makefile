@@ -13,7 +13,7 @@ MP32_FROZEN ?= $(KEYHOOK_MICROPYTHON32_FROZEN)
 # ports to itself. `make test JOBS=0` runs them in one process.
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && n=2; echo $$n)
 
-.PHONY: all install test test32 demo bench hil clean firmware
+.PHONY: all install test test32 demo bench hil clean firmware interop interop-ha-runtime
 
 all: test
 
@@ -40,6 +40,31 @@ demo: $(STAMP)
 bench: $(STAMP)
 	KEYHOOK_MICROPYTHON32=$(if $(MP32),$(abspath $(MP32))) \
 	KEYHOOK_MICROPYTHON32_FROZEN=$(if $(MP32_FROZEN),$(abspath $(MP32_FROZEN))) $(PY) tests/bench/run.py
+
+# The cloud with its existing clients themselves (opt-in, not part of `make test`); each check
+# skips, saying why, when its client or runtime is missing:
+#   EKEY_SAMPLE_CLIENT=DIR   a checkout of ekey's ekey-bionyx-third-party-api-sample-client
+#                            (run unchanged; its one requirement, requests, goes in build/interop)
+#   KEYHOOK_HA_ROOT=DIR      a root file system with Home Assistant 2026.2 on Python 3.13 in
+#                            /opt/ha (`make interop-ha-runtime` makes build/ha-root; as root)
+interop: $(STAMP)
+	test -x build/interop/sample-venv/bin/python || { $(PYTHON) -m venv build/interop/sample-venv && \
+	  build/interop/sample-venv/bin/pip install -q --disable-pip-version-check 'requests>=2,<3'; }
+	$(PY) -m pytest -rs -p no:xdist tests/cloud/test_interop_ekey_sample_client.py tests/cloud/test_interop_home_assistant.py
+
+# Home Assistant needs Python 3.13 or later: a Debian 13 root file system (debootstrap, apt-get
+# installs it) with Home Assistant, its test harness and ekey-bionyxpy from PyPI. About 1.6 GB.
+HA_VERSION ?= 2026.2.3
+HA_HARNESS_VERSION ?= 0.13.316
+interop-ha-runtime:
+	command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+	test -x build/ha-root/usr/bin/python3.13 || debootstrap --variant=minbase \
+	  --include=python3.13,python3.13-venv,python3.13-dev,gcc,g++,ca-certificates trixie build/ha-root http://deb.debian.org/debian
+	cp /etc/resolv.conf build/ha-root/etc/resolv.conf
+	cp /etc/ssl/certs/ca-certificates.crt build/ha-root/etc/ssl/certs/ca-certificates.crt
+	test -f build/ha-root/opt/ha/pyvenv.cfg || chroot build/ha-root python3.13 -m venv /opt/ha
+	chroot build/ha-root /opt/ha/bin/pip install -q --disable-pip-version-check "homeassistant==$(HA_VERSION)" \
+	  "pytest-homeassistant-custom-component==$(HA_HARNESS_VERSION)" "ekey-bionyxpy==1.0.1"
 
 # Hardware in the loop: make hil PORT=/dev/ttyUSB0 BLE=AA:BB:CC:DD:EE:FF [HIL_HOST=192.0.2.10]
 hil: $(STAMP)

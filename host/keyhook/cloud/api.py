@@ -27,9 +27,10 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, false, func, select, update
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
 
 from keyhook import rules
 from keyhook.cloud import sealing
@@ -84,18 +85,26 @@ def problem_response(status: int, title: str, detail: str, headers: dict | None 
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-# The token's row, the system's owner and this client's webhooks, in one query: no row for an
-# unknown token; owner_id NULL for an unknown system; one row with NULL webhook columns when the
-# client has none there.
+# The list call's one query: this client's webhooks on the system, and only when the token is
+# known, not revoked, not expired, not the app's, and the system is the token's user's (exactly
+# what `authenticate_bearer`, `caller_of` and `own_system` check). One row with NULL columns when
+# the client has no webhook there; no row when any check fails, and the slow path then tells
+# which. Only the six columns the response needs: each column costs on every row.
 LIST_QUERY = (
-    select(OAuthToken.user_id, OAuthToken.client_id, OAuthToken.revoked, OAuthToken.access_expires_at,
-           OAuthClient.is_app, System.owner_id, Webhook.id, Webhook.integration_name, Webhook.location_name,
-           Webhook.function_name, Webhook.expires_at, Webhook.modification_state)
+    select(Webhook.id, Webhook.integration_name, Webhook.location_name, Webhook.function_name,
+           Webhook.expires_at, Webhook.modification_state)
     .select_from(OAuthToken)
-    .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
-    .outerjoin(System, System.id == bindparam("system_id"))
+    .join(OAuthClient, (OAuthClient.client_id == OAuthToken.client_id) & OAuthClient.is_app.is_(false()))
+    .join(System, (System.id == bindparam("system_id")) & (System.owner_id == OAuthToken.user_id))
     .outerjoin(Webhook, (Webhook.system_id == System.id) & (Webhook.client_id == OAuthToken.client_id))
-    .where(OAuthToken.access_token_hash == bindparam("token_hash"))
+    .where(OAuthToken.access_token_hash == bindparam("token_hash"), OAuthToken.revoked.is_(false()),
+           OAuthToken.access_expires_at > bindparam("now"))
+    .order_by(Webhook.created_at, Webhook.id))
+# The same columns once the checks passed one by one (the slow path).
+LIST_OF_CLIENT = (
+    select(Webhook.id, Webhook.integration_name, Webhook.location_name, Webhook.function_name,
+           Webhook.expires_at, Webhook.modification_state)
+    .where(Webhook.system_id == bindparam("system_id"), Webhook.client_id == bindparam("client_id"))
     .order_by(Webhook.created_at, Webhook.id))
 
 
@@ -266,28 +275,33 @@ def create_app(db: Database) -> FastAPI:
                             "functionWebhookQuotas": {"free": max(limit - used, 0), "used": used}})
         return out
 
-    @route(f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks", ["GET"])
-    def list_webhooks(request: Request, system_id: str):
-        # The hottest call (Home Assistant polls it): the token, the system and the webhooks in
-        # one query; the token is then judged exactly as `authenticate_bearer` does.
+    def list_webhooks(request: Request):
+        # The hottest call (Home Assistant polls it, and waits on it after a delete): a plain
+        # Starlette endpoint (FastAPI's per-request parameter solving and validation buy nothing
+        # for one path parameter), and the token, the system and the webhooks in one query that
+        # returns rows only when every check passes (LIST_QUERY).
+        system_id = request.path_params["system_id"]
         header = request.headers.get("authorization") or ""
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            caller_of(request)  # raises the 401 for a missing or malformed header
-        with db.connect() as conn:
-            rows = conn.execute(LIST_QUERY, {"system_id": system_id, "token_hash": token_hash(value.strip())}).all()
+        rows = None
+        if scheme.lower() == "bearer" and value.strip():
+            rows = db.fetch_all(LIST_QUERY, {"system_id": system_id, "token_hash": token_hash(value.strip()),
+                                             "now": now()})
         if not rows:
-            caller_of(request)  # an unknown token: the same 401 as everywhere
-            raise Problem(401, "Unauthorized", "the access token is not known")
-        caller = caller_of(request, checked=rows[0])
-        if rows[0].owner_id is None:
-            raise Problem(404, "Not Found", f"there is no system {system_id!r}", hint=f"GET {INTEGRATOR}/systems lists yours")
-        if rows[0].owner_id != caller.user_id:
-            raise Problem(403, "Forbidden", f"system {system_id!r} is not one of this user's systems")
-        return JSONResponse([{"functionWebhookId": r.id, "integrationName": r.integration_name,
-                              "locationName": r.location_name, "functionName": r.function_name,
-                              "expiresAt": r.expires_at, "modificationState": r.modification_state}
-                             for r in rows if r.id is not None])
+            # A check failed (or the header is missing): the checks again, one by one, raise
+            # the right 401, 403 or 404; a token or system that changed in between is judged
+            # as it is now.
+            caller = caller_of(request)
+            with db.read() as s:
+                own_system(s, caller, system_id)
+                rows = s.execute(LIST_OF_CLIENT, {"system_id": system_id, "client_id": caller.client_id}).all()
+        return JSONResponse([{"functionWebhookId": i, "integrationName": n, "locationName": loc,
+                              "functionName": f, "expiresAt": e, "modificationState": m}
+                             for i, n, loc, f, e, m in rows if i is not None])
+
+    # First in the routing table: matched before every other route.
+    for p in (f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks", f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks/"):
+        app.router.routes.insert(0, Route(p, list_webhooks, methods=["GET"]))
 
     @route(f"{INTEGRATOR}/systems/{{system_id}}/function-webhooks", ["POST"])
     async def add_webhook(request: Request, system_id: str):

@@ -67,6 +67,7 @@ class Database:
         self.read_engine: Engine = self.engine if self.is_sqlite else create_engine(
             self.url, pool_size=pool_size, max_overflow=20, pool_recycle=1800, isolation_level="AUTOCOMMIT",
             pool_reset_on_return=None)
+        self._compiled: dict = {}  # statement -> its Compiled form for read_engine (fetch_all)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(kh_write=True), expire_on_commit=False)
 
@@ -76,6 +77,32 @@ class Database:
         round trips; each statement sees committed data)."""
         with self.read_engine.connect() as conn:
             yield conn
+
+    def fetch_all(self, statement, params: dict) -> list[tuple]:
+        """The rows of a read-only Core `statement` as plain tuples, run on a pooled DBAPI
+        cursor of the read pool (autocommit, as `connect()`).
+
+        For the hottest read (the integrator's list call): SQLAlchemy's per-execution context,
+        result metadata and Row objects cost more there than the query itself. The SQL is still
+        SQLAlchemy's, compiled once per statement for this engine's dialect, and the parameters
+        are bound by name as with `Connection.execute`. Only for statements whose columns and
+        parameters are strings, integers and booleans compared in SQL (no type processing);
+        raises the driver's own exceptions."""
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            compiled = self._compiled[statement] = statement.compile(dialect=self.read_engine.dialect)
+        bound = compiled.construct_params(params)
+        args = tuple(bound[k] for k in compiled.positiontup) if compiled.positiontup else bound
+        conn = self.read_engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(compiled.string, args)
+                return cur.fetchall()
+            finally:
+                cur.close()
+        finally:
+            conn.close()  # back to the pool
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:

@@ -17,6 +17,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from authlib.oauth2 import AuthorizationServer, OAuth2Error
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request, grants
@@ -24,7 +25,7 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc8628 import DeviceAuthorizationEndpoint, DeviceCodeGrant
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from starlette.responses import Response
 
 from keyhook.cloud.db import Database
@@ -43,6 +44,19 @@ def token_hash(token: str) -> str:
     """SHA-256 hex of a token: what the database keeps. Tokens are 256-bit random strings, so a
     fast hash suffices (no dictionary to attack)."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def code_last(uri: str) -> str:
+    """`uri` (an authorization response's redirect) with its `code` parameter moved to the end
+    of the query. RFC 6749 section 4.1.2 sets no order; ekey's sample client, told to paste the
+    redirected URL, takes everything after "code=" as the code, so anything after it (the
+    state) would spoil the code."""
+    parts = urlsplit(uri)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(k == "code" for k, _ in pairs):
+        return uri
+    pairs = [p for p in pairs if p[0] != "code"] + [p for p in pairs if p[0] == "code"]
+    return urlunsplit(parts._replace(query=urlencode(pairs)))
 
 
 def new_token() -> str:
@@ -218,6 +232,8 @@ class Server(AuthorizationServer):
     def handle_response(self, status, body, headers):
         import json
         headers = dict(headers)
+        if status == 302 and "Location" in headers:
+            headers["Location"] = code_last(headers["Location"])
         if isinstance(body, dict):
             body = json.dumps(body)
             headers.setdefault("Content-Type", "application/json")
@@ -269,7 +285,8 @@ class TokenError(Exception):
 
 _TOKEN_QUERY = (select(OAuthToken.user_id, OAuthToken.client_id, OAuthToken.revoked, OAuthToken.access_expires_at,
                        OAuthClient.is_app)
-                .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id))
+                .join(OAuthClient, OAuthClient.client_id == OAuthToken.client_id)
+                .where(OAuthToken.access_token_hash == bindparam("token_hash")))
 
 
 def authenticate_bearer(db: Database, authorization: str | None, conn=None, row=None) -> Caller:
@@ -283,14 +300,15 @@ def authenticate_bearer(db: Database, authorization: str | None, conn=None, row=
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise TokenError("invalid_request", "the Authorization header is not a Bearer token")
-    query = _TOKEN_QUERY.where(OAuthToken.access_token_hash == token_hash(value.strip()))
-    if row is not None:
-        pass
-    elif conn is None:
-        with db.connect() as c:
-            row = c.execute(query).first()
-    else:
-        row = conn.execute(query).first()
+    if row is None:
+        # One statement object for every call (built once, compiled once): building a new
+        # WHERE clause per request cost more than running the query.
+        params = {"token_hash": token_hash(value.strip())}
+        if conn is None:
+            with db.connect() as c:
+                row = c.execute(_TOKEN_QUERY, params).first()
+        else:
+            row = conn.execute(_TOKEN_QUERY, params).first()
     if row is None:
         raise TokenError("invalid_token", "the access token is not known")
     if row.revoked:
