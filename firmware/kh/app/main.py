@@ -395,4 +395,5 @@ def intern_later():
 def main():
     app = Keyhook(board_info())
     intern_later()
+    gc.collect()
     asyncio.run(app.run())
