@@ -101,3 +101,49 @@ def test_a_raising_gatts_read_is_a_lost_fragment_not_a_dead_handler(micropython)
     """))
     assert r["raised"] is False and r["resets"] == 1 and r["records"] == ["again"]
     assert r["extra"] == [None, None, None]
+
+
+def test_a_record_longer_than_any_free_block_is_refused_busy_and_the_link_goes_on(micropython):
+    # Records are assembled in a buffer of their announced length, allocated at START. In a heap
+    # cut into 1 KiB holes, a central announcing a record of 8000 bytes gets ERROR busy (no
+    # MemoryError reaches the event loop), the rest of that record is skipped, and the next
+    # record that fits is delivered.
+    r = micropython.json(_gatt_script("""
+            gatt._irq(1, (1, 0, addr))
+            await settle()
+            sent = []
+            real_notify = ble.gatts_notify
+            def notify(conn, h, data=None):
+                sent.append(bytes(data).hex())
+                return real_notify(conn, h, data)
+            ble.gatts_notify = notify
+            blocks = []
+            try:
+                while True:
+                    blocks.append(bytearray(1024))
+            except MemoryError:
+                pass
+            for i in range(0, len(blocks), 2):  # free every other block: 1 KiB holes, none of 8000 bytes
+                blocks[i] = None
+            import gc
+            gc.collect()
+            write(1, b"\\x80\\x1f\\x40" + bytes(17))  # START of an 8000-byte record
+            await settle()
+            write(1, b"\\x00" + bytes(17))  # its continuation: skipped
+            await settle()
+            write(1, b"\\x80\\x02\\x58" + b"a" * 17)  # a 600-byte record, in 20-byte fragments
+            await settle()
+            for i in range(32):
+                write(1, b"\\x00" + b"a" * 18)
+            write(1, b"\\x40" + b"a" * 7)
+            await settle()
+            seen["sent"] = sent
+            blocks = None
+    """), heapsize=96 * 1024)
+    assert [len(x) for x in r["records"]] == [600] and r["resets"] == 1
+    # the ERROR record's first notification (no central here takes the rest off the air)
+    first = bytes.fromhex(r["sent"][0])
+    message = b"no memory for a record this long; send shorter ones"
+    assert first[0] == 0x80 and int.from_bytes(first[1:3], "big") == 4 + len(message)
+    assert first[3] == 0x7F and first[4] == 9  # ERROR busy
+    assert first[7:] == message[:len(first) - 7]
