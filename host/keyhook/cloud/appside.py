@@ -345,9 +345,11 @@ def summary(w: dict) -> dict:
             rule, _ = rules.normalise({"functionName": w["functionName"], "definition": d})
         except rules.RuleError as e:
             return f"invalid: {e}"
-        p = urlsplit(rule["definition"]["url"])
-        return f"{rule['definition']['method'].upper()} {p.scheme}://{p.netloc}/... ({rule['definition']['securityLevel']}, " \
-               f"{rule['definition']['authentication']['apiAuthenticationType']})"
+        rd = rule["definition"]
+        p = urlsplit(rd["url"])
+        # authentication null, absent or without a type is `None` (docs/rule-format.md)
+        auth = (rd.get("authentication") or {}).get("apiAuthenticationType") or "None"
+        return f"{rd['method'].upper()} {p.scheme}://{p.netloc}/... ({rd.get('securityLevel', 'TlsWithCACheck')}, {auth})"
     return {"systemId": w["systemId"], "systemName": w["systemName"], "functionWebhookId": w["functionWebhookId"],
             "integrationName": w["integrationName"], "clientName": w.get("clientName"),
             "locationName": w["locationName"], "functionName": w["functionName"], "expiresAt": w["expiresAt"],
