@@ -236,6 +236,9 @@ def create_app(db: Database) -> FastAPI:
             return None
         if not isinstance(v, str) or not v.strip() or len(v) > limit:
             raise bad(key, f"must be a non-empty string of at most {limit} characters")
+        if any(c < " " or "\x7f" <= c < "\xa0" for c in v):
+            # shown to the owner in the app: nothing a terminal would act on
+            raise bad(key, "holds a control character or a line break", "send the name as plain text")
         return v
 
     def check_webhook(data: Any) -> tuple[dict, dict]:
@@ -259,8 +262,12 @@ def create_app(db: Database) -> FastAPI:
             rules.normalise({"functionName": names["functionName"], "definition": definition})
         except rules.RuleError as e:
             message = redact(str(e), definition)
-            field = message.split(": ", 2)[1] if message.count(": ") >= 2 else "definition"
-            raise bad(field, message.split(": ", 2)[-1], e.hint) from None
+            if message.startswith('rule "') and '": ' in message:
+                message = message.split('": ', 1)[1]  # the rule's name: the integrator sent it
+            field, _, what = message.partition(": ")
+            if not what or " " in field:
+                field, what = "definition", message
+            raise bad(field, what, e.hint) from None
         return names, definition
 
     # ------------------------------------------------------------------ integrator API
