@@ -69,6 +69,7 @@ MAX_FUNCTION = 50
 MAX_INTEGRATION = 128
 MAX_BODY = 64 * 1024  # bytes of one request body
 LOGIN_FREE_FAILURES = 5  # wrong passwords in a row before sign-in slows down
+_FORM_FIELDS = ("email", "password", "decision")  # the consent form's own fields
 
 
 class Problem(Exception):
@@ -491,7 +492,9 @@ def create_app(db: Database) -> FastAPI:
         if request.method == "POST":
             form = await read_form(request)
         server.set_base_url(str(request.base_url))
-        return OAuthRequest(request.method, str(request.url), request.headers, dict(request.query_params), form)
+        req = OAuthRequest(request.method, str(request.url), request.headers, dict(request.query_params), form)
+        req.posted = form
+        return req
 
     @app.get("/.well-known/oauth-authorization-server")
     def metadata(request: Request):
@@ -524,8 +527,10 @@ def create_app(db: Database) -> FastAPI:
             return HTMLResponse(_page("Authorization refused", f"<p>{html.escape(e.description or e.error)}</p>"),
                                 status_code=400)
         client = grant.client
+        # the request's parameters ride along, but never as one of the form's own fields: a link
+        # carrying decision=allow would otherwise turn a click on Deny into consent
         hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-                         for k, v in request.query_params.items())
+                         for k, v in request.query_params.items() if k not in _FORM_FIELDS)
         return HTMLResponse(_page(
             "Sign in to keyhook",
             f"<p><b>{html.escape(client.name)}</b> asks to register function webhooks on your systems.</p>"
@@ -536,7 +541,8 @@ def create_app(db: Database) -> FastAPI:
     @app.post("/oauth/authorize")
     async def authorize(request: Request):
         req = await oauth_request(request)
-        form = req.form
+        # the sign-in and the decision come from the form the user submitted, never the query
+        form = req.posted
 
         def run():
             user = _login(form.get("email", ""), form.get("password", ""))
