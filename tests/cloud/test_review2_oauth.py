@@ -42,3 +42,14 @@ def test_the_link_cannot_choose_the_account(api, cloud):
     r = browser_submits(api, query, "owner@example.org", "allow")
     assert r.status_code == 302, r.text  # the user's own sign-in counts
     assert "code" in parse_qs(urlsplit(r.headers["location"]).query)
+
+
+def test_sign_in_pages_may_not_be_framed(api, cloud):
+    """RFC 6749 section 10.13: a consent page framed by another site can be clicked through."""
+    pages = [api.get("/oauth/authorize", params={"response_type": "code", "client_id": cloud.client["client_id"],
+                                                 "redirect_uri": REDIRECT, "state": "s"}),
+             api.get("/oauth/device", params={"user_code": "ABCD-EFGH"})]
+    for r in pages:
+        assert r.status_code == 200
+        assert r.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
