@@ -190,6 +190,7 @@ class Keyhook:
         self._bounds = (info.get("link_preauth_ms") or _PREAUTH_MS, info.get("link_idle_ms") or _IDLE_MS)
         self._since = 0  # ticks_ms of the connect, then of the last record handled
         self._link = -1  # gatt.links at the connect that _since counts from
+        self._authed = False  # the connection's channel has an authenticated session
         self._busy = False
         # GATT assembles each record in a buffer of its own length; the session decrypts it there
         self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect)
@@ -204,12 +205,14 @@ class Keyhook:
 
         self.channel = Channel(self.device)
         self.gatt.limit = _PREAUTH_RECORD
-        if self._link != self.gatt.links:
-            # a new connection; a rejected fragment starts the channel again on the same one,
-            # and must not start its pre-authentication bound again (or a central that sends a
-            # bad fragment now and then would hold the one connection for ever)
+        if self._link != self.gatt.links or self._authed:
+            # a new connection, or one whose session had authenticated: the bound starts now. A
+            # rejected fragment that starts an unauthenticated channel again on the same
+            # connection must not start it again (or a central that sends a bad fragment now and
+            # then would hold the one connection for ever)
             self._link = self.gatt.links
             self._since = time.ticks_ms()
+        self._authed = False
 
     def _on_disconnect(self):
         if self.channel:
@@ -234,6 +237,7 @@ class Keyhook:
             self._busy = False
             if ch.app_id is not None:  # the pre-authentication bound counts from the connect
                 self._since = time.ticks_ms()
+                self._authed = ch is self.channel
             if ch is self.channel:
                 self.gatt.limit = _MAX_RECORD if ch.app_id is not None else _PREAUTH_RECORD
 
