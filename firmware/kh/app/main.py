@@ -31,6 +31,11 @@ _BIG_ID = const(0x3FFFFFFF)
 # authenticated session while no command runs. Past either the device drops the link.
 _PREAUTH_MS = const(60000)
 _IDLE_MS = const(120000)
+# The longest record a connection may send before its session is authenticated: PAIR_B, the
+# largest handshake record, is 98 bytes (PROTOCOL.md section 2); anything longer would only make
+# the device reserve its buffer for a central that has proved nothing.
+_PREAUTH_RECORD = const(128)
+_MAX_RECORD = const(8256)
 _ENGINE_MODULES = ("kh.engine.fire", "kh.http.client", "kh.http.conn", "kh.http.response", "kh.http.tlspolicy",
                    "kh.http.tlsfail", "kh.http.der", "kh.http.trust", "kh.oauth.tokens", "kh.oauth.grant",
                    "kh.oauth.why")
@@ -184,6 +189,8 @@ class Keyhook:
         self.channel = None
         self._bounds = (info.get("link_preauth_ms") or _PREAUTH_MS, info.get("link_idle_ms") or _IDLE_MS)
         self._since = 0  # ticks_ms of the connect, then of the last record handled
+        self._link = -1  # gatt.links at the connect that _since counts from
+        self._authed = False  # the connection's channel has an authenticated session
         self._busy = False
         # GATT assembles each record in a buffer of its own length; the session decrypts it there
         self.gatt = GattService(bluetooth.BLE(), self.name, self._on_record, self._on_connect, self._on_disconnect)
@@ -197,7 +204,15 @@ class Keyhook:
         from kh.session.channel import Channel
 
         self.channel = Channel(self.device)
-        self._since = time.ticks_ms()
+        self.gatt.limit = _PREAUTH_RECORD
+        if self._link != self.gatt.links or self._authed:
+            # a new connection, or one whose session had authenticated: the bound starts now. A
+            # rejected fragment that starts an unauthenticated channel again on the same
+            # connection must not start it again (or a central that sends a bad fragment now and
+            # then would hold the one connection for ever)
+            self._link = self.gatt.links
+            self._since = time.ticks_ms()
+        self._authed = False
 
     def _on_disconnect(self):
         if self.channel:
@@ -222,6 +237,9 @@ class Keyhook:
             self._busy = False
             if ch.app_id is not None:  # the pre-authentication bound counts from the connect
                 self._since = time.ticks_ms()
+                self._authed = ch is self.channel
+            if ch is self.channel:
+                self.gatt.limit = _MAX_RECORD if ch.app_id is not None else _PREAUTH_RECORD
 
     async def _handle(self, ch, record):
         t = record[0] if record else 0

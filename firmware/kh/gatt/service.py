@@ -19,7 +19,8 @@
 # Each record is assembled in a bytearray of its announced length, allocated at its START
 # fragment and dropped after on_record(record) returns: the layer above may decrypt in it. No
 # buffer is held between records (an idle device keeps none); a START that cannot get its
-# buffer, after a collection, is refused with ERROR busy.
+# buffer, after a collection, is refused with ERROR busy, and one announcing more than `limit`
+# (set by the layer above: small until a session is authenticated) with ERROR bad_record.
 # on_record may be a coroutine function; on_reset() is called after a rejected
 # fragment (the connection's state must be dropped); without it, on_disconnect() then
 # on_connect() are called.
@@ -115,6 +116,9 @@ class GattService:
         self._frag = bytearray(_FRAG_MAX)
         self._txb = memoryview(bytearray(_FRAG_MAX))
         self._rec = None  # the record being assembled: a buffer of its announced length
+        # the longest record a START may announce; the layer above lowers it while the
+        # connection has no authenticated session (no handshake record needs more)
+        self.limit = MAX_RECORD
         self._tx_lock = asyncio.Lock()
         self._conn = None
         self.links = 0  # changes at every connect and disconnect: handles are reused, this is not
@@ -283,6 +287,8 @@ class GattService:
             total = frag[1] << 8 | frag[2]
             if total == 0 or total > MAX_RECORD:
                 return await self._reject(_ERR_BAD_RECORD, b"record longer than MAX_RECORD")
+            if total > self.limit:  # before any buffer is allocated
+                return await self._reject(_ERR_BAD_RECORD, b"record longer than allowed before authentication")
             self._skip = False
             self._rec = _alloc(total)
             if self._rec is None:

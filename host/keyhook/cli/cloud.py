@@ -17,10 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from keyhook import KeyhookError
+from keyhook.text import shown
 from keyhook.cli._options import ADDRESS
 
-out = Console()
-err = Console(stderr=True)
+# What the cloud, an integrator or a device says is printed as inert text (keyhook.text.shown)
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
@@ -237,7 +239,7 @@ def integration_enable(ctx, system, addresses, as_json) -> None:
             raise err from e
 
     def human(d):
-        out.print(f"integration enabled for {d['systemId']} (key {d['keyId']})")
+        out.print(f"integration enabled for {shown(d['systemId'])} (key {shown(d['keyId'])})")
         for r in d.get("devices", []):
             _say_pushed(r)
     _emit(as_json, result, human)
@@ -256,7 +258,7 @@ def _push_keys(ctx, app, system, addresses, *, replace: bool) -> list[dict]:
 
 def _say_pushed(r: dict) -> None:
     what = "now holds" if r["changed"] else "already held"
-    out.print(f"{r['device']} {what} the system key of {r['systemId']} (check {r['keyCheck']})")
+    out.print(f"{shown(r['device'])} {what} the system key of {shown(r['systemId'])} (check {shown(r['keyCheck'])})")
 
 
 @click.group("system")
@@ -302,7 +304,7 @@ def system_key_show(ctx, address, as_json) -> None:
             return
         same = {True: "the same key as this app's", False: "NOT this app's key for that system",
                 None: "this app has no key for that system"}[r["matches"]]
-        out.print(f"{address} holds the system key of {r['systemId']} (check {r['keyCheck']}): {same}")
+        out.print(f"{address} holds the system key of {shown(r['systemId'])} (check {shown(r['keyCheck'])}): {same}")
     _emit(as_json, r, human)
 
 
@@ -344,8 +346,8 @@ def webhooks_pull(system, as_json) -> None:
             return
         t = Table("id", "system", "integration", "function", "target", "waiting")
         for r in rows:
-            t.add_row(r["functionWebhookId"], r["systemName"], r["integrationName"], r["functionName"],
-                      r["target"] or "", r["modificationState"] or "")
+            t.add_row(*(shown(v) for v in (r["functionWebhookId"], r["systemName"], r["integrationName"],
+                                            r["functionName"], r["target"] or "", r["modificationState"] or "")))
         out.print(t)
     _emit(as_json, rows, human)
 
@@ -356,7 +358,7 @@ def webhooks_pull(system, as_json) -> None:
 def webhooks_approve(webhook_id, as_json) -> None:
     """Approve the update or deletion that waits on WEBHOOK_ID."""
     from keyhook.cloud.appside import CloudApp
-    _emit(as_json, CloudApp().decide(webhook_id, True), lambda d: out.print(f"{webhook_id}: {d['result']}"))
+    _emit(as_json, CloudApp().decide(webhook_id, True), lambda d: out.print(f"{shown(webhook_id)}: {shown(d['result'])}"))
 
 
 @webhooks.command("reject")
@@ -365,7 +367,7 @@ def webhooks_approve(webhook_id, as_json) -> None:
 def webhooks_reject(webhook_id, as_json) -> None:
     """Reject the change that waits on WEBHOOK_ID (the current definition stays)."""
     from keyhook.cloud.appside import CloudApp
-    _emit(as_json, CloudApp().decide(webhook_id, False), lambda d: out.print(f"{webhook_id}: {d['result']}"))
+    _emit(as_json, CloudApp().decide(webhook_id, False), lambda d: out.print(f"{shown(webhook_id)}: {shown(d['result'])}"))
 
 
 @webhooks.command("assign")
@@ -385,7 +387,7 @@ def webhooks_assign(ctx, webhook_id, address, events, as_json) -> None:
     def human(d):
         if d["systemKey"]["changed"]:
             _say_pushed(d["systemKey"])
-        out.print(f"{webhook_id} stored on {address} as {', '.join(d['stored'])}")
+        out.print(f"{shown(webhook_id)} stored on {address} as {shown(', '.join(d['stored']))}")
     _emit(as_json, result, human)
 
 

@@ -69,6 +69,7 @@ MAX_FUNCTION = 50
 MAX_INTEGRATION = 128
 MAX_BODY = 64 * 1024  # bytes of one request body
 LOGIN_FREE_FAILURES = 5  # wrong passwords in a row before sign-in slows down
+_FORM_FIELDS = ("email", "password", "decision")  # the consent form's own fields
 
 
 class Problem(Exception):
@@ -236,6 +237,9 @@ def create_app(db: Database) -> FastAPI:
             return None
         if not isinstance(v, str) or not v.strip() or len(v) > limit:
             raise bad(key, f"must be a non-empty string of at most {limit} characters")
+        if any(c < " " or "\x7f" <= c < "\xa0" for c in v):
+            # shown to the owner in the app: nothing a terminal would act on
+            raise bad(key, "holds a control character or a line break", "send the name as plain text")
         return v
 
     def check_webhook(data: Any) -> tuple[dict, dict]:
@@ -259,8 +263,12 @@ def create_app(db: Database) -> FastAPI:
             rules.normalise({"functionName": names["functionName"], "definition": definition})
         except rules.RuleError as e:
             message = redact(str(e), definition)
-            field = message.split(": ", 2)[1] if message.count(": ") >= 2 else "definition"
-            raise bad(field, message.split(": ", 2)[-1], e.hint) from None
+            if message.startswith('rule "') and '": ' in message:
+                message = message.split('": ', 1)[1]  # the rule's name: the integrator sent it
+            field, _, what = message.partition(": ")
+            if not what or " " in field:
+                field, what = "definition", message
+            raise bad(field, what, e.hint) from None
         return names, definition
 
     # ------------------------------------------------------------------ integrator API
@@ -484,7 +492,9 @@ def create_app(db: Database) -> FastAPI:
         if request.method == "POST":
             form = await read_form(request)
         server.set_base_url(str(request.base_url))
-        return OAuthRequest(request.method, str(request.url), request.headers, dict(request.query_params), form)
+        req = OAuthRequest(request.method, str(request.url), request.headers, dict(request.query_params), form)
+        req.posted = form
+        return req
 
     @app.get("/.well-known/oauth-authorization-server")
     def metadata(request: Request):
@@ -514,12 +524,14 @@ def create_app(db: Database) -> FastAPI:
         try:
             grant = await run_in_threadpool(server.get_consent_grant, req)
         except OAuth2Error as e:
-            return HTMLResponse(_page("Authorization refused", f"<p>{html.escape(e.description or e.error)}</p>"),
+            return _html(_page("Authorization refused", f"<p>{html.escape(e.description or e.error)}</p>"),
                                 status_code=400)
         client = grant.client
+        # the request's parameters ride along, but never as one of the form's own fields: a link
+        # carrying decision=allow would otherwise turn a click on Deny into consent
         hidden = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-                         for k, v in request.query_params.items())
-        return HTMLResponse(_page(
+                         for k, v in request.query_params.items() if k not in _FORM_FIELDS)
+        return _html(_page(
             "Sign in to keyhook",
             f"<p><b>{html.escape(client.name)}</b> asks to register function webhooks on your systems.</p>"
             f'<form method="post">{hidden}{_login_fields()}'
@@ -529,12 +541,13 @@ def create_app(db: Database) -> FastAPI:
     @app.post("/oauth/authorize")
     async def authorize(request: Request):
         req = await oauth_request(request)
-        form = req.form
+        # the sign-in and the decision come from the form the user submitted, never the query
+        form = req.posted
 
         def run():
             user = _login(form.get("email", ""), form.get("password", ""))
             if user is None:
-                return HTMLResponse(_page("Sign in to keyhook", "<p>Wrong e-mail or password; go back and try again.</p>"),
+                return _html(_page("Sign in to keyhook", "<p>Wrong e-mail or password; go back and try again.</p>"),
                                     status_code=401)
             grant = server.get_consent_grant(req, end_user=user)
             return server.create_authorization_response(req, grant_user=user if form.get("decision") == "allow" else None,
@@ -542,13 +555,13 @@ def create_app(db: Database) -> FastAPI:
         try:
             return await run_in_threadpool(run)
         except OAuth2Error as e:
-            return HTMLResponse(_page("Authorization refused", f"<p>{html.escape(e.description or e.error)}</p>"),
+            return _html(_page("Authorization refused", f"<p>{html.escape(e.description or e.error)}</p>"),
                                 status_code=400)
 
     @app.get("/oauth/device")
     def device_page(request: Request):
         code = html.escape(request.query_params.get("user_code", ""))
-        return HTMLResponse(_page(
+        return _html(_page(
             "Connect the keyhook app",
             '<form method="post"><label>Code shown by the app <input name="user_code" value="' + code + '"></label><br>'
             + _login_fields() + '<button name="decision" value="allow">Allow</button> '
@@ -561,17 +574,17 @@ def create_app(db: Database) -> FastAPI:
         def run():
             user = _login(form.get("email", ""), form.get("password", ""))
             if user is None:
-                return HTMLResponse(_page("Connect the keyhook app", "<p>Wrong e-mail or password.</p>"), status_code=401)
+                return _html(_page("Connect the keyhook app", "<p>Wrong e-mail or password.</p>"), status_code=401)
             code = form.get("user_code", "").strip().upper()
             with db.write() as s:
                 grant = s.scalar(select(DeviceGrant).where(DeviceGrant.user_code == code))
                 if grant is None or grant.is_expired() or grant.approved is not None:
-                    return HTMLResponse(_page("Connect the keyhook app",
+                    return _html(_page("Connect the keyhook app",
                                               "<p>That code is unknown, expired or used; start `keyhook cloud login` again.</p>"),
                                         status_code=400)
                 grant.user_id = user.id
                 grant.approved = form.get("decision") == "allow"
-            return HTMLResponse(_page("Connect the keyhook app",
+            return _html(_page("Connect the keyhook app",
                                       "<p>Done: return to the app.</p>" if form.get("decision") == "allow"
                                       else "<p>Refused.</p>"))
         return await run_in_threadpool(run)
@@ -634,6 +647,16 @@ async def read_form(request: Request) -> dict[str, str]:
 def _login_fields() -> str:
     return ('<label>E-mail <input name="email" type="email" autocomplete="username"></label><br>'
             '<label>Password <input name="password" type="password" autocomplete="current-password"></label><br>')
+
+
+# The sign-in pages may not be framed by another site (a framed consent page can be clicked
+# through: clickjacking, RFC 6749 section 10.13) nor cached.
+_PAGE_HEADERS = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+                 "Cache-Control": "no-store"}
+
+
+def _html(content: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(content, status_code=status_code, headers=_PAGE_HEADERS)
 
 
 def _page(title: str, body: str) -> str:

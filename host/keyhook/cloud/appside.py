@@ -279,7 +279,16 @@ class CloudApp:
         w = self._find(webhook_id)
         rule, warnings = self._rule(w, events)
         system_id = w["systemId"]
+        name = rule["functionName"]
         async with DeviceClient(address, radio=radio, keystore=keystore) as dev:
+            # The name is metadata an integrator renames without approval, and the device keys
+            # its rules by name: never let it replace a rule that is not this webhook's.
+            other = [r for r in await dev.list_rules() if r.get("name") == name and r.get("id") != webhook_id]
+            if other:
+                raise CloudError(f"the device {address} already has a rule named {name!r} that is not webhook "
+                                 f"{webhook_id}; nothing was changed",
+                                 hint=f"remove that rule first (`keyhook rules rm {address} '{name}'`), or ask the "
+                                      "integrator to rename the webhook")
             held = await self._give_system_key(dev, system_id, replace=False)
             stored = await dev.put_rules([rule])
         return {"functionWebhookId": webhook_id, "device": address, "stored": stored, "events": rule["events"],
@@ -345,9 +354,11 @@ def summary(w: dict) -> dict:
             rule, _ = rules.normalise({"functionName": w["functionName"], "definition": d})
         except rules.RuleError as e:
             return f"invalid: {e}"
-        p = urlsplit(rule["definition"]["url"])
-        return f"{rule['definition']['method'].upper()} {p.scheme}://{p.netloc}/... ({rule['definition']['securityLevel']}, " \
-               f"{rule['definition']['authentication']['apiAuthenticationType']})"
+        rd = rule["definition"]
+        p = urlsplit(rd["url"])
+        # authentication null, absent or without a type is `None` (docs/rule-format.md)
+        auth = (rd.get("authentication") or {}).get("apiAuthenticationType") or "None"
+        return f"{rd['method'].upper()} {p.scheme}://{p.netloc}/... ({rd.get('securityLevel', 'TlsWithCACheck')}, {auth})"
     return {"systemId": w["systemId"], "systemName": w["systemName"], "functionWebhookId": w["functionWebhookId"],
             "integrationName": w["integrationName"], "clientName": w.get("clientName"),
             "locationName": w["locationName"], "functionName": w["functionName"], "expiresAt": w["expiresAt"],
