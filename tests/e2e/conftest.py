@@ -19,6 +19,8 @@ from keyhook.lab.receiver import Receiver, server_context
 from keyhook.sim.device import SimDevice
 from keyhook.rules.truststore import write_trust_store
 
+from e2ekit import IDLE_MS, PREAUTH_MS, run
+
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
@@ -82,3 +84,20 @@ def selfsigned(pki):
 def plain():
     with Receiver() as rx:
         yield rx
+
+
+@pytest.fixture
+def bounded(tmp_path, radio, certs, keystore, monkeypatch):
+    """A paired device whose link time bounds are short (the firmware's are 60 s and 120 s)."""
+    from keyhook.session.device import onboard
+    from keyhook.sim.device import SimDevice
+
+    monkeypatch.setenv("KEYHOOK_SIM_PREAUTH_MS", str(PREAUTH_MS))
+    monkeypatch.setenv("KEYHOOK_SIM_IDLE_MS", str(IDLE_MS))
+    dev = SimDevice(radio, tmp_path / "state", certs=certs)
+    dev.start()
+    try:
+        run(onboard(dev.address, dev.setup_code, radio=str(dev.radio), keystore=keystore))
+        yield dev
+    finally:
+        dev.stop()

@@ -11,6 +11,10 @@ from pathlib import Path
 from keyhook.session.device import DeviceClient
 
 
+# the link time bounds of the `bounded` device (conftest.py); the firmware's are 60 s and 120 s
+PREAUTH_MS, IDLE_MS = 4000, 3000
+
+
 def client(device, keystore) -> DeviceClient:
     return DeviceClient(device.address, radio=str(device.radio), keystore=keystore)
 

@@ -15,7 +15,7 @@ from keyhook import ble
 from keyhook.session.keystore import Keystore
 from keyhook.session import PairingClosed, RequestFailed, pair
 
-from e2ekit import client, run
+from e2ekit import IDLE_MS, PREAUTH_MS, client, run
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -178,26 +178,6 @@ def test_a_guest_cannot_replace_or_delete_the_admins_rules(paired, keystore, tmp
 
 
 # ---- Medium 3: the one connection cannot be held; a flood leaves nothing behind ----
-
-PREAUTH_MS, IDLE_MS = 4000, 3000
-
-
-@pytest.fixture
-def bounded(tmp_path, radio, certs, keystore, monkeypatch):
-    """A paired device whose link time bounds are short (the firmware's are 60 s and 120 s)."""
-    from keyhook.session.device import onboard
-    from keyhook.sim.device import SimDevice
-
-    monkeypatch.setenv("KEYHOOK_SIM_PREAUTH_MS", str(PREAUTH_MS))
-    monkeypatch.setenv("KEYHOOK_SIM_IDLE_MS", str(IDLE_MS))
-    dev = SimDevice(radio, tmp_path / "state", certs=certs)
-    dev.start()
-    try:
-        run(onboard(dev.address, dev.setup_code, radio=str(dev.radio), keystore=keystore))
-        yield dev
-    finally:
-        dev.stop()
-
 
 async def _dropped_within(link, seconds):
     import asyncio

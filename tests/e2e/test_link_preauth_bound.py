@@ -1,4 +1,4 @@
-"""Review 2: a rogue central on the virtual radio against the link's pre-authentication rules
+"""A rogue central on the virtual radio against the link's pre-authentication rules
 (PROTOCOL.md section 1). Each test asserts what the attacker got, then that the paired app
 still works.
 
@@ -20,29 +20,9 @@ import pytest
 
 from keyhook import ble
 
-from e2ekit import client, run
+from e2ekit import IDLE_MS, PREAUTH_MS, client, run
 
 pytestmark = pytest.mark.timeout(240)
-
-PREAUTH_MS, IDLE_MS = 4000, 3000
-
-
-@pytest.fixture
-def bounded(tmp_path, radio, certs, keystore, monkeypatch):
-    """A paired device whose link time bounds are short (the firmware's are 60 s and 120 s)."""
-    from keyhook.session.device import onboard
-    from keyhook.sim.device import SimDevice
-
-    monkeypatch.setenv("KEYHOOK_SIM_PREAUTH_MS", str(PREAUTH_MS))
-    monkeypatch.setenv("KEYHOOK_SIM_IDLE_MS", str(IDLE_MS))
-    dev = SimDevice(radio, tmp_path / "state", certs=certs)
-    dev.start()
-    try:
-        run(onboard(dev.address, dev.setup_code, radio=str(dev.radio), keystore=keystore))
-        yield dev
-    finally:
-        dev.stop()
-
 
 def app_works(dev, keystore):
     async def go():
