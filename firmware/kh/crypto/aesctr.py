@@ -3,7 +3,7 @@
 # (256 bytes): each chunk's counter blocks are one big-integer expression, encrypted by one
 # ECB call into a reused buffer, and XORed as big integers, so it runs in C, not in a byte
 # loop, and the garbage per chunk stays around 1 KiB whatever the frame size. (64-block
-# chunks ran a 8 KiB frame about a fifth faster but kept 3 KiB of tables and buffer resident.)
+# chunks ran an 8 KiB frame about a fifth faster but kept 3 KiB of tables and buffer resident.)
 from cryptolib import aes
 from micropython import const
 
