@@ -49,13 +49,13 @@ class Pool:
 
 class Net:
     # what a request needs from the device: trust store, pool, limits
-    # max_body: how much of a body is kept by default (none: the device reports a webhook's
-    # answer by its status and length), or a bytearray of that size allocated earlier
+    # max_body: how many bytes of a body are kept by default (none: the device reports a
+    # webhook's answer by its status and length)
     def __init__(self, trust=None, pool=None, max_body=MAX_BODY, resolver=None):
         self.trust = trust
         self.resolver = resolver  # fn(host, port) -> [(family, ip, sockaddr)], None: kh.http.resolve
         self.pool = pool if pool is not None else Pool(1)
-        self.prefix = max_body if isinstance(max_body, bytearray) else bytearray(max_body)
+        self.prefix = bytearray(max_body)
 
 
 def check_level(scheme, level):
