@@ -13,7 +13,7 @@ MP32_FROZEN ?= $(KEYHOOK_MICROPYTHON32_FROZEN)
 # ports to itself. `make test JOBS=0` runs them in one process.
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && n=2; echo $$n)
 
-.PHONY: all install test test32 demo bench hil clean firmware interop interop-ha-runtime
+.PHONY: all install test test32 demo bench hil clean firmware interop interop-ha-runtime mp32-frozen
 
 all: test
 
@@ -37,9 +37,31 @@ test32: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m keyhook.lab.demo
 
-bench: $(STAMP)
+# MICROPY_DIR=/path/to/micropython (a source tree with lib/mbedtls and lib/micropython-lib) builds
+# the frozen column's interpreter first, unless MP32_FROZEN names one
+bench: $(STAMP) $(if $(and $(MICROPY_DIR),$(if $(MP32_FROZEN),,1)),mp32-frozen)
 	KEYHOOK_MICROPYTHON32=$(if $(MP32),$(abspath $(MP32))) \
-	KEYHOOK_MICROPYTHON32_FROZEN=$(if $(MP32_FROZEN),$(abspath $(MP32_FROZEN))) $(PY) tests/bench/run.py
+	KEYHOOK_MICROPYTHON32_FROZEN=$(abspath $(or $(MP32_FROZEN),$(if $(MICROPY_DIR),$(MP32_FROZEN_BIN)))) \
+	$(PY) tests/bench/run.py
+
+# The 32-bit unix port with firmware/kh and the board's stand-ins frozen in (boards/unix/manifest.py):
+#   make mp32-frozen MICROPY_DIR=/path/to/micropython   ->  build/mp32/micropython-x86-frozen
+# Needs a 32-bit C toolchain (Debian: gcc-multilib); CC32 overrides "gcc -m32".
+MP32_FROZEN_BIN := build/mp32/micropython-x86-frozen
+CC32 ?= gcc -m32
+mp32-frozen: $(STAMP)
+	@test -n "$(MICROPY_DIR)" && test -f "$(MICROPY_DIR)/ports/unix/Makefile" || { \
+	  echo "error: no MicroPython source tree (MICROPY_DIR=$(MICROPY_DIR))"; \
+	  echo "hint: make mp32-frozen MICROPY_DIR=/path/to/micropython (a clone with its lib/mbedtls and lib/micropython-lib submodules)"; exit 2; }
+	@echo 'int main(void){return 0;}' | $(CC32) -x c -o /dev/null - 2>/dev/null || { \
+	  echo "error: '$(CC32)' cannot build 32-bit programs"; \
+	  echo "hint: apt-get install gcc-multilib (or set CC32, e.g. CC32=i686-linux-gnu-gcc)"; exit 2; }
+	$(MAKE) -C "$(MICROPY_DIR)/mpy-cross" -j$(JOBS)
+	$(MAKE) -C "$(MICROPY_DIR)/ports/unix" -j$(JOBS) VARIANT=standard CC="$(CC32)" MICROPY_PY_BTREE=0 \
+	  MICROPY_PY_FFI=0 MICROPY_STANDALONE=0 LDFLAGS_EXTRA=-static BUILD="$(abspath build/mp32/build-frozen)" \
+	  FROZEN_MANIFEST="$(abspath boards/unix/manifest.py)"
+	cp build/mp32/build-frozen/micropython $(MP32_FROZEN_BIN)
+	$(MP32_FROZEN_BIN) -c "import sys, kh, bluetooth; print(sys.implementation.name, sys.maxsize, 'kh', kh.VERSION, 'frozen')"
 
 # The cloud with its existing clients themselves (opt-in, not part of `make test`); each check
 # skips, saying why, when its client or runtime is missing:

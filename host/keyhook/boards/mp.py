@@ -79,9 +79,12 @@ def interpreter_bits() -> int:
 
 def micropython_env(extra_path: Sequence[os.PathLike | str] = (), firmware: Path | None = None) -> dict:
     """Environment whose MICROPYPATH holds the extra paths, the firmware and the unix board."""
-    parts = [str(p) for p in extra_path] + [str(firmware or FIRMWARE), str(UNIX_BOARD), ".frozen"]
+    # ".frozen" before the board: an interpreter built with boards/unix/manifest.py has the
+    # stand-ins frozen in, as a board has its modules in C; the others freeze none of them
+    parts = [str(p) for p in extra_path] + [str(firmware or FIRMWARE), ".frozen", str(UNIX_BOARD)]
     env = dict(os.environ)
     env["MICROPYPATH"] = os.pathsep.join(parts)
+    env["KEYHOOK_SIM_BOARD_JSON"] = str(UNIX_BOARD / "board.json")  # for a frozen keyhook_board
     return env
 
 
