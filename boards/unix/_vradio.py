@@ -177,7 +177,7 @@ class Endpoint:
         self._writes = 0  # write commands received
         self._aired = 0  # notifications sent
         self._stall_until = None
-        self._next_event = 0
+        self._next_event = 0  # ticks_us of the next connection event (a stale value means now)
         try:
             os.mkdir(radio_dir)
         except OSError:
@@ -310,8 +310,13 @@ class Endpoint:
             self._stall_until = None
         iv, budget = self.link
         if iv:
+            # Wait while the next event is at most one interval ahead; any other difference is
+            # an unset (0) or stale mark. Ticks compare only within half their period: 2**29 us
+            # (about 9 min) on a 32-bit port, where `ticks_diff(t, 0) < 0` for half of every
+            # period (a plain `ticks_diff(t, next) < 0` held a fresh device's notifications
+            # back for up to 9 min: tests/ble/test_radio_ticks.py).
             t = time.ticks_us()
-            if time.ticks_diff(t, self._next_event) < 0:
+            if 0 < time.ticks_diff(self._next_event, t) <= iv:
                 return
             self._next_event = time.ticks_add(t, iv)
         else:
