@@ -51,3 +51,24 @@ print(json.dumps({"lines": lines, "same": default() is default()}))
     assert lines[5].endswith('"app" ?') and lines[6].endswith('"app" ?')  # too many words, too long
     assert lines[7].endswith('"r" ?')  # add() never raises
     assert out["same"] is True
+
+
+def test_time_since_boot_stays_right_past_the_ticks_half_period(micropython):
+    # While the clock is unset (it counts from 0 at boot, year 2000), lines carry the time since
+    # boot. ticks_ms compares right only within half its period: 2**29 ms, about 6.2 days, on an
+    # ESP32; a week after boot the ticks say the time is negative. Past a day the clock's seconds
+    # are used instead.
+    out = micropython.json("""
+import json
+from kh.engine.log import Log
+c = [0]
+t = [0]
+log = Log(size=4, clock=lambda: c[0], ticks_ms=lambda: t[0])
+c[0], t[0] = 90, 90250
+early = log.add("r", status=200)
+week = 7 * 86400
+c[0], t[0] = week, (week * 1000) % (1 << 30) - (1 << 30)  # what a 32-bit port's ticks_diff makes of it
+late = log.add("r", status=200)
+print(json.dumps([early, late]))
+""")
+    assert out == ['+90.250s "r" status=200', f'+{7 * 86400}s "r" status=200']

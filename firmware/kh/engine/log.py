@@ -14,6 +14,7 @@ _SIZE = const(32)
 _MAX_NAME = const(48)
 _MAX_CODE = const(32)
 _CLOCK_SET_YEAR = const(2024)
+_TICKS_TRUSTED_S = const(86400)
 _MAX_NOTE_WORDS = const(4)
 _MAX_WORD = const(24)
 
@@ -62,6 +63,13 @@ class Log:
         self._clock = clock or time.time
         self._ticks = ticks_ms or time.ticks_ms
         self._t0 = self._ticks()
+        self._c0 = self._secs()  # the unset clock counts from boot too, and does not wrap
+
+    def _secs(self):
+        try:
+            return int(self._clock())
+        except (OverflowError, ValueError):
+            return 0
 
     def _stamp(self):
         t = self._clock()
@@ -71,8 +79,14 @@ class Log:
             y = 0
         if y >= _CLOCK_SET_YEAR:
             return "%04d-%02d-%02d %02d:%02d:%02d" % (y, mo, d, h, mi, s)
-        ms = time.ticks_diff(self._ticks(), self._t0)
-        return "+%d.%03ds" % (ms // 1000, ms % 1000)
+        # Time since boot, while the clock is unset. ticks_diff is right only within half the
+        # ticks period (2**29 ms, about 6.2 days, on a 32-bit port): past a day, the unset clock's
+        # seconds are used instead
+        up = self._secs() - self._c0
+        if up < _TICKS_TRUSTED_S:
+            ms = time.ticks_diff(self._ticks(), self._t0)
+            return "+%d.%03ds" % (ms // 1000, ms % 1000)
+        return "+%ds" % up
 
     def add(self, name, note=None, status=None, code=None, attempt=None, of=None, ms=None,
             retry_in_ms=None):
