@@ -37,7 +37,12 @@ from micropython import const
 
 _AF_UNIX = const(1)
 _SOCK_SEQPACKET = const(5)
-MAX_PACKET = const(2048)
+# The longest message a central sends: a write request, op(1) handle(2) and a value of at most
+# 512 bytes (an attribute's longest, Core Specification Vol 3 Part F 3.2.9). Each receive needs a
+# buffer of this size for a moment: a real controller's buffers are not in the GC heap, so this
+# one is kept no larger than a packet can be (2048 made the simulation, not the firmware, the
+# first to run out of memory in a small heap).
+MAX_PACKET = const(3 + 512)
 _POLL_MS = const(200)
 # Without a link model (the central sends as fast as it can) the controller takes at most one
 # write per _WRITE_GAP_US: 800 a second, the pace of a fast real link (7.5 ms connection

@@ -27,6 +27,7 @@ _RESTART_MS = const(1000)  # a long-lived task that failed starts again after th
 _HANG_UP_MS = const(1500)
 _BIG_ID = const(0x3FFFFFFF)
 _GC_STEP_MIN = const(1024)  # bytes allocated between collections, at least (main())
+_GC_STEP_BELOW = const(524288)  # heaps smaller (every board without PSRAM) collect in steps (main())
 # Link time bounds (board.json "link_preauth_ms", "link_idle_ms" override them): from connect
 # until a session is authenticated (records, pairing, handshake), and between records of an
 # authenticated session while no command runs. Past either the device drops the link.
@@ -418,10 +419,13 @@ def main():
     # By default MicroPython collects only when an allocation fails: garbage has then filled the
     # whole heap, and whatever must live on (a session's keys, a rule's state, the kept TLS
     # connection) was placed anywhere in it, to stay between the holes the collection leaves. A
-    # fire then fails to find 1.8 KiB in one piece (its TLS context) with 12 KiB free. A
-    # collection after every sixteenth of the free heap allocated keeps the live objects low and
-    # the free space whole: on the 32-bit build, frozen, the smallest heap for the bench's OAuth
-    # run fell from 76 to 64 KiB, for about a third more CPU in a run (pure-Python key exchanges
-    # make the most garbage).
-    gc.threshold(max(_GC_STEP_MIN, gc.mem_free() // 16))
+    # fire then fails to find 1.8 KiB in one piece (its TLS context) with 12 KiB free. In a small
+    # heap, a collection after every sixteenth of the free heap allocated keeps the live objects
+    # low and the free space whole: on the 32-bit build, frozen, the smallest heap for the bench's
+    # OAuth run fell from 76 to 64 KiB, for about a third more CPU in a run (pure-Python key
+    # exchanges make the most garbage). A large heap (PSRAM) does not fragment that far, and is
+    # left to collect when full.
+    free = gc.mem_free()
+    if free + gc.mem_alloc() < _GC_STEP_BELOW:
+        gc.threshold(max(_GC_STEP_MIN, free // 16))
     asyncio.run(app.run())
