@@ -52,6 +52,8 @@ _WRITE_GAP_US = const(1250)
 _TICK_MS = const(3)
 RX_POOL = const(24)  # ESP-IDF 5.x default of CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT
 NOTIFY_POOL = const(12)  # CONFIG_BT_NIMBLE_MSYS_1_BLOCK_COUNT as NimBLE-Arduino ships it for the ESP32
+_INQ_SLOTS = const(64)  # the receive pool's write commands and the link's other messages
+_DISCARDED = (None, None)  # a notify-pool slot whose connection is over
 _EADDRINUSE = const(98)
 _EAGAIN = const(11)
 
@@ -170,10 +172,20 @@ class Endpoint:
         self._run = bytearray(1)
         self._lsock = None
         self._lock = _thread.allocate_lock()  # guards the queues below (the unix port has no GIL)
-        self._inq = []  # (sock, msg) for the main thread, in order
+        # The two threads hand messages over in rings of fixed slots. The unix port runs threads
+        # without a GIL, and its collector marks while the other thread runs on: a list that one
+        # thread shifts (pop(0)) while the other's collection walks it can hide an element from
+        # the marking, which is then freed under its user (a crash in a scheduled _drain, seen
+        # with frequent collections). So nothing is ever moved: a producer fills an empty slot,
+        # and a consumer empties a slot only after it is done with what the slot held.
+        self._inq = [None] * _INQ_SLOTS  # (sock, msg) for the main thread, in order
+        self._in_w = 0  # the next slot the reader thread fills
+        self._in_r = 0  # the next slot the main thread delivers
         self._sched = False  # a drain of _inq is scheduled
         self._rx_n = 0  # write commands in _inq: the receive pool in use
-        self._txq = []  # [sock, packet] notifications waiting to go on air: the notify pool
+        self._txq = [None] * (NOTIFY_POOL + 1)  # (sock, packet) waiting to go on air: the notify pool
+        self._tx_w = 0
+        self._tx_r = 0
         self.link = (0, 1)  # the connected central's link model: (interval_us, packets); 0: none
         self.dropped = 0  # write commands lost so far
         f = faults()
@@ -306,7 +318,7 @@ class Endpoint:
     def _air(self):
         # one connection event: up to `packets` queued notifications go on air (all of them
         # without a link model), none while the link stalls (fault link-stall:MS@N)
-        if not self._txq:
+        if self._tx_r == self._tx_w:
             return
         now = time.ticks_ms()
         if self._stall_until is not None:
@@ -330,17 +342,20 @@ class Endpoint:
         lk.acquire()
         try:
             q = self._txq
-            while q and budget > 0:
-                s, pkt = q[0]
-                try:
-                    s.send(pkt)
-                except OSError as e:
-                    if e.errno == _EAGAIN:  # the central is not reading: try at the next event
-                        break
-                q.pop(0)
-                budget -= 1
-                self._aired += 1
-                if self._aired == self._stall[1]:
+            n = len(q)
+            while self._tx_r != self._tx_w and budget > 0:
+                s, pkt = q[self._tx_r]
+                if s is not None:  # else discarded: its connection is over
+                    try:
+                        s.send(pkt)
+                    except OSError as e:
+                        if e.errno == _EAGAIN:  # the central is not reading: try at the next event
+                            break
+                    budget -= 1
+                    self._aired += 1
+                q[self._tx_r] = None
+                self._tx_r = (self._tx_r + 1) % n
+                if s is not None and self._aired == self._stall[1]:
                     self._stall_until = time.ticks_add(now, self._stall[0])
                     break
         finally:
@@ -357,7 +372,15 @@ class Endpoint:
                 print("vradio: receive pool full, write command lost")
                 return False
             self._rx_n += 1
-        self._inq.append((s, msg))
+        q = self._inq
+        while (self._in_w + 1) % len(q) == self._in_r:  # full: wait for the main thread
+            lk.release()
+            if not self._run[0]:
+                return False
+            time.sleep_ms(1)
+            lk.acquire()
+        q[self._in_w] = (s, msg)
+        self._in_w = (self._in_w + 1) % len(q)
         first = not self._sched
         self._sched = True
         lk.release()
@@ -374,9 +397,11 @@ class Endpoint:
         # queue a notification in the pool; False when the pool is full
         lk = self._lock
         lk.acquire()
-        ok = len(self._txq) < NOTIFY_POOL
+        q = self._txq
+        ok = (self._tx_w + 1) % len(q) != self._tx_r
         if ok:
-            self._txq.append((sock, pkt))
+            q[self._tx_w] = (sock, pkt)
+            self._tx_w = (self._tx_w + 1) % len(q)
         lk.release()
         return ok
 
@@ -384,22 +409,31 @@ class Endpoint:
         # the connection is over: what it still had in the notify pool never goes on air
         lk = self._lock
         lk.acquire()
-        self._txq = [e for e in self._txq if e[0] is not sock]
+        q = self._txq
+        i = self._tx_r
+        while i != self._tx_w:
+            if q[i] is not None and q[i][0] is sock:
+                q[i] = _DISCARDED
+            i = (i + 1) % len(q)
         lk.release()
 
     def _drain(self, _):
         lk = self._lock
         while True:
             lk.acquire()
-            if not self._inq:
+            if self._in_r == self._in_w:
                 self._sched = False
                 lk.release()
                 return
-            item = self._inq.pop(0)
+            item = self._inq[self._in_r]
             if item[1] and item[1][0] == OP_WRITE_CMD:
-                self._rx_n -= 1
+                self._rx_n -= 1  # out of the receive pool: delivered now
             lk.release()
-            self._deliver(item)
+            self._deliver(item)  # the slot holds the item until it is delivered
+            lk.acquire()
+            self._inq[self._in_r] = None
+            self._in_r = (self._in_r + 1) % len(self._inq)
+            lk.release()
 
     def _deliver(self, item):
         s, msg = item
