@@ -308,6 +308,12 @@ class Endpoint:
                 self._post(s, msg)
                 if (msg[0] == OP_WRITE_CMD or msg[0] == OP_WRITE_REQ) and not self.link[0]:
                     time.sleep_us(_WRITE_GAP_US)
+            if not self._sched and self._in_r != self._in_w:  # a drain that could not be scheduled
+                self._sched = True
+                try:
+                    micropython.schedule(self._drain, None)
+                except RuntimeError:
+                    self._sched = False
             self._air()
         try:
             ls.close()
@@ -418,9 +424,17 @@ class Endpoint:
         lk.release()
 
     def _drain(self, _):
+        # A scheduled callback runs between any two bytecodes of the main thread, so this may
+        # run inside the main thread's own notify() or discard(), which hold the lock: waiting
+        # for it would wait for itself (both threads then hang). It comes back later instead.
         lk = self._lock
         while True:
-            lk.acquire()
+            if not lk.acquire(0):
+                try:
+                    micropython.schedule(self._drain, None)
+                except RuntimeError:  # the queue is full: the radio thread schedules it again
+                    self._sched = False
+                return
             if self._in_r == self._in_w:
                 self._sched = False
                 lk.release()
