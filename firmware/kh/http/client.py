@@ -113,9 +113,11 @@ async def _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remo
     tries = 0
     retry_hash = None
     while True:
+        # the TLS context first: its 1.8 KiB in one piece while the heap is least cut up
+        ctx = check.context(retry_hash)
         c = await _conn.open_tcp(family, ip, sa, port, _conn.deadline(timeout_ms), key)
         try:
-            await _conn.start_tls(c, check.context(retry_hash), sni, check, _conn.deadline(timeout_ms))
+            await _conn.start_tls(c, ctx, sni, check, _conn.deadline(timeout_ms))
             return c
         except FireError as e:
             err = e
@@ -123,7 +125,7 @@ async def _open(net, key, scheme, host, port, level, pin, timeout_ms, allow_remo
             c.close()
             raise
         c.close()
-        c = None
+        c = ctx = None
         tries += 1
         if err.code == "tls_untrusted" and tries == 1:
             retry_hash = check.retry_hash()

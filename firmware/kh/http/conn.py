@@ -13,6 +13,7 @@ from kh.http.errors import FireError
 from kh.http import resolve as _resolve
 
 _BUF = const(1024)
+_TLS_READ = const(256)  # bytes asked of one TLS read (each is a new object of that size)
 _POLL_IN = select.POLLIN
 _POLL_OUT = select.POLLOUT
 _POLL_BAD = select.POLLERR | select.POLLHUP
@@ -160,8 +161,9 @@ class Conn:
             try:
                 if self.tls:
                     # one mbedtls_ssl_read per call: readinto() loops over records and swallows
-                    # the end of stream (close_notify) that arrives behind data in one call
-                    b = self.s.recv(len(mv))
+                    # the end of stream (close_notify) that arrives behind data in one call. recv
+                    # allocates what it is asked for, so it is asked for little at a time
+                    b = self.s.recv(min(len(mv), _TLS_READ))
                     n = None if b is None else len(b)
                     if n:
                         mv[:n] = b
