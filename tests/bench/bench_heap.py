@@ -12,7 +12,7 @@ Forms: `.mpy` files on the file system (bytecode in the GC heap: stock firmware 
 deploy`), and a ROMFS image run in place (vfs.VfsRom; on the unix port the image is a buffer in
 the heap, and its size is added to the heap and subtracted from every figure).
 
-Scenarios, each the smallest `-X heapsize` (4 KiB grid) at which two fresh devices in a row boot, are
+Scenarios, each the smallest `-X heapsize` (2 KiB grid) at which two fresh devices in a row boot, are
 onboarded (SPAKE2), store 20 pinned-certificate rules in one push and then fire
 (A) a pinned rule, (B) an OAuth refresh-token rule that redeems and rotates its token at a local
 token server. A run that does not end with HTTP 200 fails; a device whose console shows a
@@ -305,7 +305,7 @@ def _form(tmp: Path, label: str, form: str, share: float, pki, rx) -> list[dict]
             t0 = time.monotonic()
             # a heap counts as enough when two fresh devices in a row complete the run: near the
             # smallest heap, how the heap fragments decides, and one lucky run is not a fit
-            hi = smallest(lambda k: attempt(k) is not None and attempt(k) is not None, 16, HI_KIB, step=4) \
+            hi = smallest(lambda k: attempt(k) is not None and attempt(k) is not None, 16, HI_KIB, step=2) \
                 if roomy else None
             secs = time.monotonic() - t0
         goal = GOALS.get(form) if scen.startswith("B") and label.startswith("32") else None

@@ -12,7 +12,9 @@ from micropython import const
 from kh.http.errors import FireError
 from kh.http import resolve as _resolve
 
-_BUF = const(1024)
+# A connection's read buffer: response lines longer than it are put together piece by piece
+# (kh.http.response), so it need not hold one; a TLS read returns at most _TLS_READ bytes anyway
+_BUF = const(256)
 _TLS_READ = const(256)  # bytes asked of one TLS read (each is a new object of that size)
 _POLL_IN = select.POLLIN
 _POLL_OUT = select.POLLOUT
