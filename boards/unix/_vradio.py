@@ -311,18 +311,24 @@ class Endpoint:
                 self._post(s, msg)
                 if (msg[0] == OP_WRITE_CMD or msg[0] == OP_WRITE_REQ) and not self.link[0]:
                     time.sleep_us(_WRITE_GAP_US)
-            if not self._sched and self._in_r != self._in_w:  # a drain that could not be scheduled
-                self._sched = True
-                try:
-                    micropython.schedule(self._drain_cb, None)
-                except RuntimeError:
-                    self._sched = False
+            if self._in_r != self._in_w:  # a drain that could not be scheduled
+                self._kick()
             self._air()
         try:
             ls.close()
             os.remove(self.path)
         except OSError:
             pass
+
+    def _kick(self):
+        # schedule a drain of _inq unless one is scheduled (a drain that met the lock taken
+        # and the schedule queue full cleared _sched: a drain is then for this thread to ask for)
+        if not self._sched:
+            self._sched = True
+            try:
+                micropython.schedule(self._drain_cb, None)
+            except RuntimeError:
+                self._sched = False
 
     def _air(self):
         # one connection event: up to `packets` queued notifications go on air (all of them
@@ -386,6 +392,7 @@ class Endpoint:
             lk.release()
             if not self._run[0]:
                 return False
+            self._kick()  # else, if no drain is on its way, neither thread ever moves again
             time.sleep_ms(1)
             lk.acquire()
         q[self._in_w] = (s, msg)

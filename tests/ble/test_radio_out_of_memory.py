@@ -86,3 +86,24 @@ print(json.dumps({"failed": failed, "delivered": [g.decode() for g in got]}))
 """, args=[str(tmp_path / "radio")], timeout=60)
     assert out["delivered"] == ["first", "second"], out  # the radio still hands packets over
     assert out["failed"] is None, "the drain raised MemoryError while it scheduled itself again"
+
+
+def test_a_full_hand_over_ring_gets_a_drain_even_when_the_last_one_could_not_be_scheduled(micropython, tmp_path):
+    # A central that sends without waiting fills the hand-over ring while the main thread is
+    # busy (a TLS handshake holds it in C for a second on an ESP32); the radio's thread then
+    # waits for room. If the drain that met the lock taken could not schedule itself again
+    # (the schedule queue was full), it says so (_sched False), and the waiting radio thread
+    # must schedule the next one: otherwise neither thread ever moves again.
+    out = micropython.json(PRELUDE + """
+c = central()
+ep._sched = True  # a drain is on its way, but the main thread is busy
+for i in range(80):
+    c.send(b"\\x04\\x00\\x10" + str(i).encode())
+full = wait_for(lambda: (ep._in_w + 1) % len(ep._inq) == ep._in_r, 3000)
+ep._sched = False  # that drain met the lock taken, and the schedule queue was full
+delivered = wait_for(lambda: len(got) == 80, 5000)
+ep.stop()
+print(json.dumps({"full": full, "delivered": len(got), "in_order": got == [str(i).encode() for i in range(len(got))]}))
+""", args=[str(tmp_path / "radio")], timeout=60)
+    assert out["full"] is True  # the ring did fill
+    assert out["delivered"] == 80 and out["in_order"], out
