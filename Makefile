@@ -46,7 +46,8 @@ bench: $(STAMP) $(if $(and $(MICROPY_DIR),$(if $(MP32_FROZEN),,1)),mp32-frozen)
 
 # The 32-bit unix port with firmware/kh and the board's stand-ins frozen in (boards/unix/manifest.py):
 #   make mp32-frozen MICROPY_DIR=/path/to/micropython   ->  build/mp32/micropython-x86-frozen
-# Needs a 32-bit C toolchain (Debian: gcc-multilib); CC32 overrides "gcc -m32".
+# Needs a 32-bit C toolchain (Debian: gcc-multilib); CC32 overrides "gcc -m32". Everything it builds,
+# mpy-cross too, goes under build/mp32: the MicroPython tree is only read.
 MP32_FROZEN_BIN := build/mp32/micropython-x86-frozen
 CC32 ?= gcc -m32
 mp32-frozen: $(STAMP)
@@ -56,10 +57,11 @@ mp32-frozen: $(STAMP)
 	@echo 'int main(void){return 0;}' | $(CC32) -x c -o /dev/null - 2>/dev/null || { \
 	  echo "error: '$(CC32)' cannot build 32-bit programs"; \
 	  echo "hint: apt-get install gcc-multilib (or set CC32, e.g. CC32=i686-linux-gnu-gcc)"; exit 2; }
-	$(MAKE) -C "$(MICROPY_DIR)/mpy-cross" -j$(JOBS)
+	$(MAKE) -C "$(MICROPY_DIR)/mpy-cross" -j$(JOBS) BUILD="$(abspath build/mp32/mpy-cross)"
+	MICROPY_MPYCROSS="$(abspath build/mp32/mpy-cross/mpy-cross)" \
 	$(MAKE) -C "$(MICROPY_DIR)/ports/unix" -j$(JOBS) VARIANT=standard CC="$(CC32)" MICROPY_PY_BTREE=0 \
 	  MICROPY_PY_FFI=0 MICROPY_STANDALONE=0 LDFLAGS_EXTRA=-static BUILD="$(abspath build/mp32/build-frozen)" \
-	  FROZEN_MANIFEST="$(abspath boards/unix/manifest.py)"
+	  MICROPY_MPYCROSS="$(abspath build/mp32/mpy-cross/mpy-cross)" FROZEN_MANIFEST="$(abspath boards/unix/manifest.py)"
 	cp build/mp32/build-frozen/micropython $(MP32_FROZEN_BIN)
 	$(MP32_FROZEN_BIN) -c "import sys, kh, bluetooth; print(sys.implementation.name, sys.maxsize, 'kh', kh.VERSION, 'frozen')"
 

@@ -182,6 +182,9 @@ class Endpoint:
         self._in_w = 0  # the next slot the reader thread fills
         self._in_r = 0  # the next slot the main thread delivers
         self._sched = False  # a drain of _inq is scheduled
+        # bound once: scheduling it again must allocate nothing (a drain that met a MemoryError
+        # there would leave _sched set with no drain scheduled, and the radio deaf)
+        self._drain_cb = self._drain
         self._rx_n = 0  # write commands in _inq: the receive pool in use
         self._txq = [None] * (NOTIFY_POOL + 1)  # (sock, packet) waiting to go on air: the notify pool
         self._tx_w = 0
@@ -308,18 +311,24 @@ class Endpoint:
                 self._post(s, msg)
                 if (msg[0] == OP_WRITE_CMD or msg[0] == OP_WRITE_REQ) and not self.link[0]:
                     time.sleep_us(_WRITE_GAP_US)
-            if not self._sched and self._in_r != self._in_w:  # a drain that could not be scheduled
-                self._sched = True
-                try:
-                    micropython.schedule(self._drain, None)
-                except RuntimeError:
-                    self._sched = False
+            if self._in_r != self._in_w:  # a drain that could not be scheduled
+                self._kick()
             self._air()
         try:
             ls.close()
             os.remove(self.path)
         except OSError:
             pass
+
+    def _kick(self):
+        # schedule a drain of _inq unless one is scheduled (a drain that met the lock taken
+        # and the schedule queue full cleared _sched: a drain is then for this thread to ask for)
+        if not self._sched:
+            self._sched = True
+            try:
+                micropython.schedule(self._drain_cb, None)
+            except RuntimeError:
+                self._sched = False
 
     def _air(self):
         # one connection event: up to `packets` queued notifications go on air (all of them
@@ -383,6 +392,7 @@ class Endpoint:
             lk.release()
             if not self._run[0]:
                 return False
+            self._kick()  # else, if no drain is on its way, neither thread ever moves again
             time.sleep_ms(1)
             lk.acquire()
         q[self._in_w] = (s, msg)
@@ -392,7 +402,7 @@ class Endpoint:
         lk.release()
         while first and self._run[0]:
             try:
-                micropython.schedule(self._drain, None)
+                micropython.schedule(self._drain_cb, None)
                 break
             except RuntimeError:  # schedule queue full: try again
                 time.sleep_ms(1)
@@ -400,13 +410,15 @@ class Endpoint:
 
     # --- main thread ---
     def notify(self, sock, pkt):
-        # queue a notification in the pool; False when the pool is full
+        # queue a notification in the pool; False when the pool is full. The entry is made
+        # before the lock is taken: a MemoryError must not leave the radio's lock held
+        item = (sock, pkt)
         lk = self._lock
         lk.acquire()
         q = self._txq
         ok = (self._tx_w + 1) % len(q) != self._tx_r
         if ok:
-            q[self._tx_w] = (sock, pkt)
+            q[self._tx_w] = item
             self._tx_w = (self._tx_w + 1) % len(q)
         lk.release()
         return ok
@@ -431,7 +443,7 @@ class Endpoint:
         while True:
             if not lk.acquire(0):
                 try:
-                    micropython.schedule(self._drain, None)
+                    micropython.schedule(self._drain_cb, None)
                 except RuntimeError:  # the queue is full: the radio thread schedules it again
                     self._sched = False
                 return
