@@ -8,9 +8,11 @@
 # handlers run there, and only the main thread closes a socket it was given.
 #
 # The controller thread also keeps NimBLE's two fixed buffer pools (see boards/unix/README.md):
-# - receive: at most RX_POOL write commands wait for the main thread; one more is dropped, as
-#   ESP-IDF's NimBLE transport drops incoming ACL data when its buffers are used up
-#   ("failed to allocate ACL buffers", CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT).
+# - receive: at most RX_POOL writes (commands and requests) wait for the main thread; one more
+#   is dropped, as ESP-IDF's NimBLE transport drops incoming ACL data when its buffers are used
+#   up ("failed to allocate ACL buffers", CONFIG_BT_NIMBLE_TRANSPORT_ACL_FROM_LL_COUNT). A
+#   central that keeps to ATT has one request outstanding; one that sends requests without
+#   waiting for the answers loses them here, and cannot fill the GC heap with them.
 # - notify: at most NOTIFY_POOL notifications wait to go on air (the msys mbufs that
 #   ble_hs_mbuf_from_flat takes, CONFIG_BT_NIMBLE_MSYS_1_BLOCK_COUNT); they leave at the
 #   link's pace, at most `packets` per connection interval, the central's LinkModel sent in
@@ -380,11 +382,11 @@ class Endpoint:
         # hand a message to the main thread; False if the receive pool was full (write dropped)
         lk = self._lock
         lk.acquire()
-        if msg and msg[0] == OP_WRITE_CMD:
+        if msg and (msg[0] == OP_WRITE_CMD or msg[0] == OP_WRITE_REQ):
             if self._rx_n >= RX_POOL:
                 self.dropped += 1
                 lk.release()
-                print("vradio: receive pool full, write command lost")
+                print("vradio: receive pool full, write %s lost" % ("command" if msg[0] == OP_WRITE_CMD else "request"))
                 return False
             self._rx_n += 1
         q = self._inq
@@ -452,7 +454,7 @@ class Endpoint:
                 lk.release()
                 return
             item = self._inq[self._in_r]
-            if item[1] and item[1][0] == OP_WRITE_CMD:
+            if item[1] and (item[1][0] == OP_WRITE_CMD or item[1][0] == OP_WRITE_REQ):
                 self._rx_n -= 1  # out of the receive pool: delivered now
             lk.release()
             self._deliver(item)  # the slot holds the item until it is delivered

@@ -128,14 +128,13 @@ def test_a_hang_up_with_writes_and_notifications_in_flight_leaves_the_next_centr
     assert dev.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="known: the simulated radio queues up to 63 messages of up to 515 bytes "
-                   "in the GC heap; a real controller's ACL buffers (RX_POOL) are bounded and outside it")
 def test_pipelined_long_write_requests_do_not_kill_the_simulated_device(tmp_path, radio):
     # NimBLE takes every incoming ACL packet into one of its RX_POOL buffers, outside the GC
-    # heap, and drops what does not fit. The simulation bounds only write commands that way:
-    # write requests sent without waiting wait in its hand-over ring, in the GC heap. In a heap
-    # where the probe lives through 300 pipelined 3-byte (or 244-byte) writes, 300 of 512 bytes
-    # end the device ("the simulated radio ran out of memory").
+    # heap, and drops what does not fit. The simulation once bounded only write commands that
+    # way: write requests sent without waiting waited in its hand-over ring, in the GC heap, and
+    # in a heap where the probe lives through 300 pipelined 3-byte (or 244-byte) writes, 300 of
+    # 512 bytes ended the device ("the simulated radio ran out of memory"). Now the requests
+    # past the pool are dropped, as a controller drops ACL data it has no buffer for.
     env = mp.micropython_env([MP_HELPERS])
     interpreter = mp.micropython_cmd(MP_HELPERS / "ble_probe.py")[0]
     where = subprocess.run([interpreter, "-c", "import bluetooth; print(bluetooth.__file__)"],
