@@ -44,7 +44,7 @@ from keyhook.session.device import DeviceClient, onboard
 from keyhook.lab.devpki import make_pki
 from keyhook.session.keystore import Keystore
 from keyhook.lab.receiver import Receiver, server_context
-from keyhook.sim.code import Code, prepare
+from keyhook.sim.code import prepare
 from keyhook.sim.device import SimDevice
 from keyhook.lab.tokenserver import TokenServer
 
@@ -284,14 +284,7 @@ def _form(tmp: Path, label: str, form: str, share: float, pki, rx) -> list[dict]
     rows = []
     work = tmp / f"{label.split()[0]}-{form}"
     work.mkdir()
-    if form == "frozen":  # the interpreter holds kh; only main.py is run from the file system
-        src = prepare("source", work)
-        only_main = work / "fw"
-        only_main.mkdir()
-        (only_main / "main.py").write_text((src.firmware / "main.py").read_text())
-        code = Code("frozen", only_main, only_main / "main.py")
-    else:
-        code = prepare(form, work)
+    code = prepare(form, work)  # frozen: the interpreter holds kh; only main.py is on the file system
     image_kib = code.image_size / 1024
     for scen, fire in (("A: boot + onboard + 20-rule push + pinned fire", "door 00"),
                        ("B: boot + onboard + 20-rule push + OAuth refresh fire", "oauth")):

@@ -60,3 +60,21 @@ def test_a_frozen_keyhook_board_reads_the_board_description_the_host_names(tmp_p
     out = p.stdout.decode()
     assert p.returncode == 0, out + p.stderr.decode()
     assert "NAME unix keyhook-" in out
+
+
+def test_sim_code_frozen_needs_an_interpreter_with_the_firmware_frozen_in(tmp_path, monkeypatch, capsys):
+    # the stock interpreter holds no kh: `keyhook sim --code frozen` says so and how to build one,
+    # before it starts anything or writes a state directory
+    import pytest
+
+    from keyhook.cli import main
+
+    if mp.has_frozen_firmware():
+        pytest.skip("this interpreter has the firmware frozen in (KEYHOOK_MICROPYTHON names a frozen build)")
+    monkeypatch.setenv("KEYHOOK_RADIO", str(tmp_path / "radio"))
+    with pytest.raises(SystemExit) as e:
+        main(["sim", "--state", str(tmp_path / "state"), "--code", "frozen"])
+    err = capsys.readouterr().err
+    assert e.value.code != 0
+    assert "has no keyhook firmware frozen in" in err and "make mp32-frozen" in err
+    assert not (tmp_path / "state").exists()

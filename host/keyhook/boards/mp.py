@@ -77,6 +77,13 @@ def interpreter_bits() -> int:
     return _implementation(micropython_binary())[1]
 
 
+def has_frozen_firmware() -> bool:
+    """True when the interpreter has the firmware package `kh` frozen in (`make mp32-frozen`)."""
+    out = subprocess.run([micropython_binary(), "-c", "import kh"], env=dict(os.environ, MICROPYPATH=".frozen"),
+                         capture_output=True, timeout=30)
+    return out.returncode == 0
+
+
 def micropython_env(extra_path: Sequence[os.PathLike | str] = (), firmware: Path | None = None) -> dict:
     """Environment whose MICROPYPATH holds the extra paths, the firmware and the unix board."""
     # ".frozen" before the board: an interpreter built with boards/unix/manifest.py has the

@@ -20,7 +20,8 @@ from keyhook.sim.faults import env_value
               help="Trust store directory (DER roots as `keyhook build` writes them).")
 @click.option("--code", "code", type=click.Choice(FORMS), default="mpy", show_default=True,
               help="How the firmware's code is held: .py source, .mpy files on the file system "
-                   "(bytecode in the GC heap), or a ROMFS image run in place.")
+                   "(bytecode in the GC heap), a ROMFS image run in place, or frozen into the "
+                   "interpreter (one built by `make mp32-frozen`, named by KEYHOOK_MICROPYTHON).")
 @click.option("--heap", "heap", type=click.IntRange(16, 65536), default=None, metavar="KIB",
               help="GC heap the firmware may use, in KiB (the interpreter's -X heapsize; with "
                    "--code romfs the image's size is added, standing for flash). "

@@ -8,6 +8,9 @@
   writes a ROMFS partition) that `vfs.VfsRom` mounts at `/rom`, with only `main.py` on the file
   system; bytecode runs in place from the image (a board with a ROMFS partition). On the unix port the image sits in a buffer of the GC heap, so its size is added
   to the heap the firmware is given (`boards/unix/romboot.py`).
+- ``frozen``: `kh` frozen into the interpreter itself (`make mp32-frozen`, with
+  `boards/unix/manifest.py`), only `main.py` on the file system (a board whose MicroPython image
+  was built with the firmware frozen in). The interpreter must have it: KEYHOOK_MICROPYTHON names it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from keyhook import KeyhookError, boards
 from keyhook.boards import mp
 from keyhook.paths import FIRMWARE, UNIX_BOARD
 
-FORMS = ("source", "mpy", "romfs")
+FORMS = ("source", "mpy", "romfs", "frozen")
 ROMFS_ENV = "KEYHOOK_SIM_ROMFS"
 
 
@@ -59,6 +62,16 @@ def prepare(form: str, workdir: Path, src: Path = FIRMWARE) -> Code:
         raise KeyhookError(f"unknown code form {form!r}", hint="use one of: " + ", ".join(FORMS))
     if form == "source":
         return Code(form, src, src / "main.py")
+    if form == "frozen":
+        if not mp.has_frozen_firmware():
+            raise KeyhookError(f"{mp.micropython_binary()} has no keyhook firmware frozen in",
+                               hint="build one with `make mp32-frozen MICROPY_DIR=/path/to/micropython` and name "
+                                    "it: KEYHOOK_MICROPYTHON=build/mp32/micropython-x86-frozen")
+        files = workdir / "frozen"  # main.py only: kh comes from the interpreter (".frozen")
+        shutil.rmtree(files, ignore_errors=True)
+        files.mkdir(parents=True)
+        shutil.copyfile(src / "main.py", files / "main.py")
+        return Code(form, files, files / "main.py")
     from keyhook.boards.build import compile_firmware
 
     tree = workdir / "mpy"
