@@ -55,6 +55,13 @@ def _name(n):
     return '"' + out + '"'
 
 
+def _secs(t):
+    try:
+        return int(t)
+    except (OverflowError, ValueError):
+        return 0
+
+
 class Log:
     def __init__(self, size=_SIZE, clock=None, ticks_ms=None):
         self._ring = [None] * size
@@ -63,13 +70,7 @@ class Log:
         self._clock = clock or time.time
         self._ticks = ticks_ms or time.ticks_ms
         self._t0 = self._ticks()
-        self._c0 = self._secs()  # the unset clock counts from boot too, and does not wrap
-
-    def _secs(self):
-        try:
-            return int(self._clock())
-        except (OverflowError, ValueError):
-            return 0
+        self._c0 = _secs(self._clock())  # the unset clock counts from boot too, and does not wrap
 
     def _stamp(self):
         t = self._clock()
@@ -82,7 +83,7 @@ class Log:
         # Time since boot, while the clock is unset. ticks_diff is right only within half the
         # ticks period (2**29 ms, about 6.2 days, on a 32-bit port): past a day, the unset clock's
         # seconds are used instead
-        up = self._secs() - self._c0
+        up = _secs(t) - self._c0
         if up < _TICKS_TRUSTED_S:
             ms = time.ticks_diff(self._ticks(), self._t0)
             return "+%d.%03ds" % (ms // 1000, ms % 1000)
